@@ -1,0 +1,3 @@
+from koala.cli import main
+
+raise SystemExit(main())

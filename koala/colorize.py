@@ -1,0 +1,183 @@
+"""Colourising photos at their own resolution: the library call behind the CLI, the service and the notebooks.
+
+How a photo is coloured::
+
+    photo (any size) -> L* at full size ........................................ kept as it is
+                     -> L* resized to 256 x 256 -> head (+ embedding) -> ab at 256
+                                                                        -> ab resized to full size
+                     -> join(full L*, ab) -> colour photo, same size and orientation
+
+A colour photo is treated as grey: only its lightness is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from koala import color, images
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def default_model_path() -> Path:
+    """``$KOALA_MODEL`` if set, else the repository's ``models/default``."""
+    return Path(os.environ.get("KOALA_MODEL", DEFAULT_MODEL))
+
+
+@dataclasses.dataclass
+class ColorizeResult:
+    source: str
+    output: str | None
+    status: str  # "done", "skipped" (already there) or "failed"
+    error: str | None = None
+
+
+class Colorizer:
+    """A loaded colouriser (head + embedder), ready to colour photos of any size.
+
+    Args:
+        model_path: a model folder (``model.keras`` + ``config.json``); default :func:`default_model_path`.
+        embedder_weights: override the embedder weights recorded in the model's config (e.g. a local
+            Inception-ResNet-v2 ``.h5`` file).
+
+    Example::
+
+        colorizer = koala.Colorizer()
+        rgb = colorizer.colorize("grandad-1943.jpg")   # uint8 array, same size as the photo
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, embedder_weights: str | None = None):
+        from koala.train import load_head
+
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.model, self.config = load_head(self.model_path)
+        self.size = self.config.image_size
+        self.embedder = None
+        if self.config.fusion:
+            from koala.embedding import get_embedder
+
+            weights = embedder_weights if embedder_weights is not None else self.config.embedder_weights
+            self.embedder = get_embedder(self.config.embedder, weights or None)
+
+    def predict_ab(self, lightness: np.ndarray) -> np.ndarray:
+        """Predict normalised ab (N, size, size, 2) for L* images (N, size, size) in 0..100."""
+        lightness = np.asarray(lightness, dtype=np.float32)
+        l_norm = color.normalize_lightness(lightness)[..., None]
+        if self.embedder is not None:
+            embedding = self.embedder.embed_lightness(lightness)
+            inputs = [l_norm, embedding]
+        else:
+            inputs = l_norm
+        return np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+
+    def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:
+        """Colour one L* image (H, W) of any size; returns uint8 sRGB (H, W, 3)."""
+        small = _resize_lightness(lightness, self.size)
+        ab = self.predict_ab(small[None])[0]
+        return color.join_lightness_ab(lightness, ab)
+
+    def colorize(self, image) -> np.ndarray:
+        """Colour a photo: a path, bytes, a PIL image, or a uint8 array (H, W), (H, W, 1) or (H, W, 3).
+
+        Returns a uint8 sRGB array of the photo's size; its L* channel is the photo's lightness.
+        """
+        return self.colorize_lightness(color.rgb_to_lightness(to_rgb_array(image)))
+
+    def colorize_batch(self, rgb_images: list[np.ndarray]) -> list[np.ndarray]:
+        """Colour several same-sized or different-sized photos, predicting them in one batch."""
+        lightness = [color.rgb_to_lightness(to_rgb_array(image)) for image in rgb_images]
+        small = np.stack([_resize_lightness(item, self.size) for item in lightness]) if lightness else None
+        if small is None:
+            return []
+        ab = self.predict_ab(small)
+        return [color.join_lightness_ab(item, ab[index]) for index, item in enumerate(lightness)]
+
+    def colorize_file(self, source: str | os.PathLike, output: str | os.PathLike, quality: int = 95) -> None:
+        """Colour one file and write the result atomically (format from ``output``'s extension)."""
+        images.format_for_path(output)
+        result = self.colorize(images.read_image(source))
+        images.write_image(output, result, quality=quality)
+
+    def colorize_files(
+        self,
+        inputs: list[str | os.PathLike],
+        output_dir: str | os.PathLike,
+        *,
+        output_format: str = "auto",
+        overwrite: bool = False,
+        progress: bool = True,
+        log=print,
+    ) -> list[ColorizeResult]:
+        """Colour files and folders into ``output_dir`` (folder structure kept).
+
+        Resumable: outputs that already exist are complete (all writes are atomic) and are skipped
+        unless ``overwrite``. A file that fails is reported and the run goes on.
+        """
+        from tqdm import tqdm
+
+        output_dir = Path(output_dir)
+        jobs = images.find_images(list(inputs))
+        _remove_stale_partials(output_dir)
+        results: list[ColorizeResult] = []
+        bar = tqdm(jobs, desc="colorize", unit="photo", disable=not progress)
+        for source, relative in bar:
+            target = output_dir / relative.with_suffix(_output_suffix(source, output_format))
+            if target.exists() and not overwrite:
+                results.append(ColorizeResult(str(source), str(target), "skipped"))
+                continue
+            try:
+                self.colorize_file(source, target)
+            except images.ImageError as error:
+                log(f"error: {error}")
+                results.append(ColorizeResult(str(source), None, "failed", str(error)))
+                continue
+            results.append(ColorizeResult(str(source), str(target), "done"))
+        return results
+
+
+def _output_suffix(source: Path, output_format: str) -> str:
+    if output_format == "auto":
+        return ".jpg" if source.suffix.lower() in (".jpg", ".jpeg") else ".png"
+    if output_format in ("jpg", "jpeg"):
+        return ".jpg"
+    if output_format == "png":
+        return ".png"
+    raise ValueError(f"unknown output format {output_format!r} (auto, jpg or png)")
+
+
+def _remove_stale_partials(output_dir: Path) -> None:
+    """Delete temporary files left by a run that was killed while writing."""
+    if not output_dir.exists():
+        return
+    for partial in output_dir.rglob(".*.part"):
+        try:
+            partial.unlink()
+        except OSError:
+            pass
+
+
+def _resize_lightness(lightness: np.ndarray, size: int) -> np.ndarray:
+    return color.resize_channels(lightness[..., None].astype(np.float32), (size, size))[..., 0]
+
+
+def to_rgb_array(image) -> np.ndarray:
+    """Accept a path, bytes, PIL image or array and return uint8 RGB (H, W, 3)."""
+    if isinstance(image, (str, os.PathLike, bytes)):
+        return images.read_image(image)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.max() <= 1.0:
+            array = color.to_uint8(array)
+        else:
+            raise ValueError(f"expected a uint8 image (or floats in 0..1), got dtype {array.dtype}")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3)):
+        return color._as_rgb(array)
+    if array.ndim == 3 and array.shape[-1] == 4:
+        return array[..., :3]
+    raise ValueError(f"expected an image of shape (H, W), (H, W, 1) or (H, W, 3), got {array.shape}")

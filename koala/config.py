@@ -1,0 +1,55 @@
+"""The run configuration: one dataclass with defaults, saved as ``config.json`` beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class ColorizerConfig:
+    """Everything needed to rebuild, retrain or reuse a colouriser.
+
+    The model part (``fusion``, ``embedder``, ``embedding_dim``, ``loss``) is what ``koala colorize``
+    and the service need; the training part records how a model was made, so a run folder is enough
+    to reproduce it.
+    """
+
+    # model
+    fusion: bool = True
+    embedder: str = "efficientnet-lite0"
+    embedding_dim: int = 1000
+    loss: str = "mse"
+    image_size: int = 256
+    # training
+    data: str = ""
+    run_dir: str = ""
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    augment: bool = True
+    seed: int = 1234
+    init_from: str = ""
+    embedder_weights: str = "imagenet"
+    samples_per_epoch: int = 0
+    """If > 0, the number of training images drawn per epoch (with replacement); 0 = one pass."""
+    collapse_fraction: float = 0.5
+    """Warn when validation predictions are less colourful than this fraction of the ground truth."""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        from koala.images import write_bytes_atomic
+
+        write_bytes_atomic(path, (self.to_json() + "\n").encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ColorizerConfig":
+        values = json.loads(Path(path).read_text())
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    def replace(self, **changes) -> "ColorizerConfig":
+        return dataclasses.replace(self, **changes)

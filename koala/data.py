@@ -1,0 +1,409 @@
+"""Preparing a folder of photos for training, and streaming the prepared set to ``model.fit``.
+
+A prepared set is a folder::
+
+    images/<id>.jpg                  256 × 256 sRGB JPEGs (id = first 16 hex digits of the source's SHA-256)
+    manifest.csv                     id, split, source, width, height   (one row per usable photo)
+    rejected.csv                     source, reason                     (grey, broken, duplicate, ...)
+    embeddings-<embedder>.npy        float16 (N, 1000), row i belongs to the i-th id in the .ids file
+    embeddings-<embedder>.ids        one id per line
+    embeddings-<embedder>.json       which weights produced them
+
+Preparing again is incremental: known photos (by content) are not decoded again and embeddings are
+only computed for new images. Originals are only ever read.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from koala import color, images
+
+SPLITS = ("train", "validation", "test")
+MANIFEST_FIELDS = ("id", "split", "source", "width", "height")
+MONOCHROME_SPREAD = 8.0
+"""A photo is monochrome (grey, or toned like sepia) when 99.5 % of its pixels lie within this ab distance
+of its median colour. Real colour photos in our samples start at about 12; a sepia JPEG stays under 5."""
+
+
+@dataclasses.dataclass
+class PrepareReport:
+    added: int = 0
+    known: int = 0
+    rejected: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    embedded: int = 0
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def summary(self) -> str:
+        split_counts = ", ".join(f"{name} {self.counts.get(name, 0)}" for name in SPLITS)
+        return (
+            f"{self.added} new, {self.known} already prepared, {len(self.rejected)} left out; "
+            f"split: {split_counts}; {self.embedded} embeddings computed"
+        )
+
+
+def split_for(image_id: str, fractions: tuple[float, float] = (0.90, 0.05)) -> str:
+    """Deterministic split from the content hash: about 90 % train, 5 % validation, 5 % test."""
+    position = int(image_id[:8], 16) / 0x1_0000_0000
+    if position < fractions[0]:
+        return "train"
+    if position < fractions[0] + fractions[1]:
+        return "validation"
+    return "test"
+
+
+def monochrome_reason(rgb: np.ndarray) -> str | None:
+    """Why a photo is unfit as a colour target (grey or a single tone, e.g. sepia), or None if it has colour."""
+    ab = color.rgb_to_lab(rgb)[..., 1:].reshape(-1, 2)
+    centre = np.median(ab, axis=0)
+    spread = np.percentile(np.hypot(ab[:, 0] - centre[0], ab[:, 1] - centre[1]), 99.5)
+    if spread >= MONOCHROME_SPREAD:
+        return None
+    if np.hypot(*centre) < 3.0:
+        return "greyscale or nearly greyscale (no colour to learn from)"
+    return "monochrome: a single tone, e.g. sepia (no colour to learn from)"
+
+
+def read_manifest(prepared: str | Path) -> list[dict]:
+    path = Path(prepared) / "manifest.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    images.write_bytes_atomic(path, buffer.getvalue().encode())
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _prepare_one(path: Path, target: Path, size: int) -> tuple[int, int]:
+    """Read, check and write one photo; returns its original (width, height). Raises ImageError."""
+    rgb = images.read_image(path, shrink_to=2 * size)
+    original = _original_size(path, rgb)
+    square = images.resize_and_crop(rgb, size)
+    reason = monochrome_reason(square)
+    if reason:
+        raise images.ImageError(path, reason)
+    images.write_image(target, square, quality=95)
+    return original
+
+
+def _original_size(path: Path, decoded: np.ndarray) -> tuple[int, int]:
+    # jpeg:size decodes at a reduced scale; ask the header for the real size.
+    from wand.image import Image
+
+    try:
+        with Image.ping(filename=str(path)) as probe:
+            width, height = probe.width, probe.height
+        if decoded.shape[0] > decoded.shape[1] and width > height:  # EXIF-rotated
+            width, height = height, width
+        return width, height
+    except Exception:
+        return decoded.shape[1], decoded.shape[0]
+
+
+def prepare(
+    source: str | Path,
+    destination: str | Path,
+    *,
+    embedder: str | None = "efficientnet-lite0",
+    embedder_weights: str | None = "imagenet",
+    size: int = color.IMAGE_SIZE,
+    workers: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> PrepareReport:
+    """Prepare (or update) a training set from a folder tree of photos.
+
+    Args:
+        source: a folder (searched recursively) or a single photo.
+        destination: the prepared set's folder (created if needed).
+        embedder: name of the embedder whose embeddings to cache, or None for none.
+        embedder_weights: passed to the embedder (``None`` only for tests).
+        size: side of the square training images.
+        workers: parallel decoders (default: all cores).
+
+    Returns:
+        A :class:`PrepareReport`; rejected files are also listed in ``rejected.csv``.
+    """
+    from tqdm import tqdm
+
+    source, destination = Path(source), Path(destination)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if destination.resolve() == source.resolve() or source.resolve() in destination.resolve().parents:
+        raise ValueError(f"{destination}: the prepared set must not be inside the source folder")
+    (destination / "images").mkdir(parents=True, exist_ok=True)
+    images.configure_imagemagick()
+    report = PrepareReport()
+
+    rows = {row["id"]: row for row in read_manifest(destination)}
+    known_sources = {row["source"]: row["id"] for row in rows.values()}
+    files = images.find_images([source])
+    root = source if source.is_dir() else source.parent
+
+    todo: list[tuple[Path, str, str]] = []
+    seen: dict[str, str] = {row_id: row["source"] for row_id, row in rows.items()}
+    for path, relative in files:
+        relative_name = str(relative) if source.is_dir() else path.name
+        try:
+            image_id = _hash_file(path)[:16]
+        except OSError as error:
+            report.rejected.append((relative_name, f"cannot read ({error.strerror or error})"))
+            continue
+        if image_id in seen:
+            if seen[image_id] == relative_name or known_sources.get(relative_name) == image_id:
+                report.known += 1
+            else:
+                report.rejected.append((relative_name, f"duplicate of {seen[image_id]}"))
+            continue
+        seen[image_id] = relative_name
+        todo.append((path, relative_name, image_id))
+
+    workers = workers or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            pool.submit(_prepare_one, path, destination / "images" / f"{image_id}.jpg", size): (relative, image_id)
+            for path, relative, image_id in todo
+        }
+        bar = tqdm(total=len(futures), desc="prepare", unit="photo", disable=not progress)
+        for future in concurrent.futures.as_completed(futures):
+            relative, image_id = futures[future]
+            bar.update(1)
+            try:
+                width, height = future.result()
+            except images.ImageError as error:
+                report.rejected.append((relative, error.reason))
+                continue
+            rows[image_id] = {
+                "id": image_id,
+                "split": split_for(image_id),
+                "source": relative,
+                "width": width,
+                "height": height,
+            }
+            report.added += 1
+        bar.close()
+
+    ordered = sorted(rows.values(), key=lambda row: row["id"])
+    _write_csv(destination / "manifest.csv", MANIFEST_FIELDS, ordered)
+    previous_rejects = _read_rejected(destination)
+    rejected = {name: reason for name, reason in previous_rejects}
+    rejected.update(dict(report.rejected))
+    for row in ordered:
+        rejected.pop(row["source"], None)
+    _write_csv(destination / "rejected.csv", ("source", "reason"),
+               [{"source": name, "reason": reason} for name, reason in sorted(rejected.items())])
+    for name, reason in report.rejected:
+        log(f"left out: {name}: {reason}")
+    report.counts = {name: sum(row["split"] == name for row in ordered) for name in SPLITS}
+
+    if embedder:
+        report.embedded = update_embeddings(destination, embedder, embedder_weights, progress=progress)
+    log(f"prepared {destination}: {report.summary()}")
+    return report
+
+
+def _read_rejected(destination: Path) -> list[tuple[str, str]]:
+    path = destination / "rejected.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return [(row["source"], row["reason"]) for row in csv.DictReader(handle)]
+
+
+def load_prepared_image(prepared: str | Path, image_id: str) -> np.ndarray:
+    """A prepared 256 × 256 image (our own JPEG, read with Pillow for speed) as uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(Path(prepared) / "images" / f"{image_id}.jpg") as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def embedding_paths(prepared: str | Path, embedder: str) -> tuple[Path, Path, Path]:
+    base = Path(prepared) / f"embeddings-{embedder}"
+    return base.with_suffix(".npy"), base.with_suffix(".ids"), base.with_suffix(".json")
+
+
+def load_embeddings(prepared: str | Path, embedder: str) -> dict[str, int] | None:
+    """Map id -> row of the cached embedding array, or None if there is no cache."""
+    _, ids_path, _ = embedding_paths(prepared, embedder)
+    if not ids_path.exists():
+        return None
+    return {line: index for index, line in enumerate(ids_path.read_text().split())}
+
+
+def update_embeddings(
+    prepared: str | Path,
+    embedder: str,
+    weights: str | None = "imagenet",
+    batch_size: int = 32,
+    progress: bool = True,
+) -> int:
+    """Compute embeddings for prepared images that have none yet; returns how many were computed."""
+    from tqdm import tqdm
+
+    from koala.embedding import get_embedder
+
+    prepared = Path(prepared)
+    array_path, ids_path, info_path = embedding_paths(prepared, embedder)
+    info = {"embedder": embedder, "weights": weights}
+    ids = [row["id"] for row in read_manifest(prepared)]
+    existing: dict[str, np.ndarray] = {}
+    if array_path.exists() and ids_path.exists() and info_path.exists():
+        if json.loads(info_path.read_text()) == info:
+            old = np.load(array_path)
+            for index, image_id in enumerate(ids_path.read_text().split()):
+                existing[image_id] = old[index]
+    missing = [image_id for image_id in ids if image_id not in existing]
+    if not missing and len(existing) == len(ids) and array_path.exists():
+        return 0
+    model = get_embedder(embedder, weights) if missing else None
+    for start in tqdm(range(0, len(missing), batch_size), desc=f"embed ({embedder})", disable=not progress):
+        chunk = missing[start : start + batch_size]
+        lightness = np.stack([color.rgb_to_lightness(load_prepared_image(prepared, i)) for i in chunk])
+        vectors = model.embed_lightness(lightness, batch_size=batch_size).astype(np.float16)
+        existing.update(zip(chunk, vectors))
+    array = np.stack([existing[i] for i in ids]) if ids else np.zeros((0, 1000), np.float16)
+    buffer = io.BytesIO()
+    np.save(buffer, array.astype(np.float16))
+    images.write_bytes_atomic(array_path, buffer.getvalue())
+    images.write_bytes_atomic(ids_path, ("\n".join(ids) + "\n").encode())
+    images.write_bytes_atomic(info_path, json.dumps(info).encode())
+    return len(missing)
+
+
+def augment(rgb: np.ndarray, rng: np.random.Generator, min_scale: float = 0.6) -> np.ndarray:
+    """A random horizontal flip and a random square crop (60-100 % of the side) resized back."""
+    from PIL import Image
+
+    if rng.random() < 0.5:
+        rgb = rgb[:, ::-1]
+    size = rgb.shape[0]
+    scale = rng.uniform(min_scale, 1.0)
+    side = max(8, int(round(size * scale)))
+    if side < size:
+        top, left = rng.integers(0, size - side + 1, size=2)
+        crop = np.ascontiguousarray(rgb[top : top + side, left : left + side])
+        rgb = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BILINEAR))
+    return np.ascontiguousarray(rgb)
+
+
+def _py_dataset_base():
+    import keras
+
+    return keras.utils.PyDataset
+
+
+class ColorDataset(_py_dataset_base()):
+    """Stream batches of a prepared split from disk: ``((lightness, embedding), ab)`` or ``(lightness, ab)``.
+
+    Memory does not grow with the dataset: only the manifest rows and the (memory-mapped) embedding
+    cache are held, and images are decoded batch by batch.
+    """
+
+    def __init__(
+        self,
+        prepared: str | Path,
+        split: str = "train",
+        *,
+        batch_size: int = 16,
+        embedder: str | None = None,
+        augment_images: bool = False,
+        shuffle: bool = False,
+        seed: int = 0,
+        samples_per_epoch: int = 0,
+        workers: int = 1,
+        **kwargs,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.prepared = Path(prepared)
+        self.ids = [row["id"] for row in read_manifest(prepared) if row["split"] == split]
+        self.batch_size = batch_size
+        self.augment_images = augment_images
+        self.shuffle = shuffle
+        self.seed = seed
+        self.samples_per_epoch = samples_per_epoch
+        self.embedder = embedder
+        self.embeddings = None
+        self.embedding_rows: dict[str, int] = {}
+        if embedder:
+            rows = load_embeddings(prepared, embedder)
+            if rows is None:
+                raise FileNotFoundError(
+                    f"{self.prepared}: no cached {embedder} embeddings; run `koala prepare` with --embedder {embedder}"
+                )
+            missing = [image_id for image_id in self.ids if image_id not in rows]
+            if missing:
+                raise ValueError(f"{self.prepared}: {len(missing)} images have no {embedder} embedding; prepare again")
+            self.embedding_rows = rows
+            self.embeddings = np.load(embedding_paths(prepared, embedder)[0], mmap_mode="r")
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        count = self.samples_per_epoch or len(self.ids)
+        if not self.shuffle:
+            return np.arange(count) % max(1, len(self.ids))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.samples_per_epoch:
+            return rng.integers(0, len(self.ids), size=count)
+        return rng.permutation(len(self.ids))
+
+    def __len__(self) -> int:
+        return (len(self.order) + self.batch_size - 1) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = self._order()
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def load_batch(self, index: int):
+        """The batch's (lightness, embedding or None, ab) as float32 arrays."""
+        positions = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, index, 7])
+        lightness, ab, embedding = [], [], []
+        for position in positions:
+            image_id = self.ids[position]
+            rgb = load_prepared_image(self.prepared, image_id)
+            if self.augment_images:
+                rgb = augment(rgb, rng)
+            l_norm, ab_norm = color.preprocess(rgb)
+            lightness.append(l_norm)
+            ab.append(ab_norm)
+            if self.embeddings is not None:
+                embedding.append(np.asarray(self.embeddings[self.embedding_rows[image_id]], dtype=np.float32))
+        lightness_batch, ab_batch = np.stack(lightness), np.stack(ab)
+        embedding_batch = np.stack(embedding) if embedding else None
+        return lightness_batch, embedding_batch, ab_batch
+
+    def __getitem__(self, index: int):
+        lightness, embedding, ab = self.load_batch(index)
+        if embedding is None:
+            return lightness, ab
+        return (lightness, embedding), ab

@@ -1,0 +1,297 @@
+"""Reading users' photos safely and writing results atomically.
+
+Every photo that enters Koala from a user (training sources, images to colourise, uploads to the
+service) is read here, through ImageMagick (the ``wand`` binding), with:
+
+* the format recognised from the file's first bytes, and only raster photo formats accepted
+  (JPEG, PNG, TIFF, WebP, GIF, BMP), so ImageMagick's script-like coders (SVG, MVG, MSL, text,
+  URL fetching) are never reached, whatever the file is called;
+* resource limits set from code (memory, map, disk, area, width, height, time) and a pixel-count
+  check on the header before any pixel is decoded (decompression bombs);
+* EXIF orientation applied, CMYK converted to sRGB, alpha flattened onto white, 16-bit reduced to
+  8-bit, palettes expanded, animations reduced to their first frame.
+
+Results are written to a temporary file beside the target and renamed into place, so an output
+file is either complete or absent. Every failure is an :class:`ImageError` naming the file and
+the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+MAX_PIXELS = int(os.environ.get("KOALA_MAX_PIXELS", 80_000_000))
+"""Largest image (width × height) Koala will decode; 80 MP covers a 600-dpi 8×10-inch scan."""
+
+MAX_SIDE = 30_000
+"""Largest width or height accepted."""
+
+MAX_FILE_BYTES = int(os.environ.get("KOALA_MAX_FILE_BYTES", 200 * 1024 * 1024))
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".gif", ".bmp")
+
+# ImageMagick resource limits, in bytes / pixels / seconds. "disk": 0 keeps pixel caches off disk.
+MAGICK_LIMITS = {
+    "memory": 2 * 1024**3,
+    "map": 2 * 1024**3,
+    "disk": 0,
+    "area": MAX_PIXELS * 2,
+    "width": MAX_SIDE,
+    "height": MAX_SIDE,
+    "time": 120,
+}
+
+# Magic numbers of the formats we accept, mapped to ImageMagick's coder name.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
+
+_limits_configured = False
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class ImageError(Exception):
+    """An image could not be read or written. ``str(error)`` is one line: ``"<file>: <reason>"``."""
+
+    def __init__(self, source: str | os.PathLike | None, reason: str):
+        self.source = str(source) if source is not None else "<image>"
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+def configure_imagemagick() -> None:
+    """Apply :data:`MAGICK_LIMITS` to this process's ImageMagick (idempotent)."""
+    global _limits_configured
+    if _limits_configured:
+        return
+    from wand.resource import limits
+
+    for name, value in MAGICK_LIMITS.items():
+        limits[name] = value
+    _limits_configured = True
+
+
+def sniff_format(header: bytes) -> str | None:
+    """ImageMagick's coder name for an accepted format recognised from the first bytes, else None."""
+    for signature, name in _SIGNATURES:
+        if header.startswith(signature):
+            return name
+    if header[:4] == b"RIFF" and header[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """Expand files and folders into (file, path relative to its root) pairs, sorted, skipping hidden files.
+
+    A file named directly is always returned (so a wrongly named file still gets a clear error);
+    inside folders only files with an image extension are taken.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                relative = file.relative_to(path)
+                if any(part.startswith(".") for part in relative.parts):
+                    continue
+                if file.is_file() and is_image_file(file):
+                    found.append((file, relative))
+        else:
+            found.append((path, Path(path.name)))
+    return found
+
+
+def _read_bytes(source: str | os.PathLike) -> bytes:
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(source, f"file is too large ({size} bytes; the limit is {MAX_FILE_BYTES})")
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise ImageError(source, "is a folder, not an image file") from None
+    except FileNotFoundError:
+        raise ImageError(source, "file not found") from None
+    except PermissionError:
+        raise ImageError(source, "permission denied") from None
+    except OSError as error:
+        raise ImageError(source, f"could not read the file ({error.strerror or error})") from None
+
+
+def _magick_reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    # ImageMagick messages look like "Premature end of JPEG file `x' @ warning/jpeg.c/..." : keep the words.
+    text = text.split(" @ ")[0]
+    return text.replace("`", "'")
+
+
+def read_image(
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    shrink_to: int | None = None,
+) -> np.ndarray:
+    """Read a photo as an upright uint8 sRGB array of shape (height, width, 3).
+
+    Args:
+        source: a path, or the file's bytes (uploads).
+        name: what to call the image in errors (defaults to the path).
+        max_pixels: refuse images whose header declares more pixels than this.
+        shrink_to: a hint that the caller only needs the image at about this short side; JPEGs are then
+            decoded at a reduced scale (ImageMagick's ``jpeg:size``), which is several times faster.
+
+    Raises:
+        ImageError: naming the file and the reason, for anything that is not a readable photo.
+    """
+    from wand.exceptions import WandError, WandException, WandWarning
+    from wand.image import Image
+
+    configure_imagemagick()
+    label = name if name is not None else (None if isinstance(source, bytes) else str(source))
+    data = source if isinstance(source, bytes) else _read_bytes(source)
+    if not data:
+        raise ImageError(label, "file is empty")
+    image_format = sniff_format(data[:16])
+    if image_format is None:
+        raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", WandWarning)
+            with Image.ping(blob=data, format=image_format) as probe:
+                width, height = probe.width, probe.height
+            if width <= 0 or height <= 0:
+                raise ImageError(label, "image has no pixels")
+            if width * height > max_pixels:
+                raise ImageError(
+                    label,
+                    f"image is too large ({width}×{height} = {width * height / 1e6:.1f} MP; "
+                    f"the limit is {max_pixels / 1e6:.0f} MP)",
+                )
+            with Image() as image:
+                if shrink_to and image_format == "JPEG":
+                    image.options["jpeg:size"] = f"{shrink_to}x{shrink_to}"
+                image.read(blob=data, format=image_format)
+                if len(image.sequence) > 1:
+                    with Image(image=image.sequence[0]) as first:
+                        return _to_rgb_array(first)
+                return _to_rgb_array(image)
+    except ImageError:
+        raise
+    except WandWarning as warning:
+        raise ImageError(label, f"damaged image ({_magick_reason(warning)})") from None
+    except (WandError, WandException) as error:
+        raise ImageError(label, f"cannot decode ({_magick_reason(error)})") from None
+    except MemoryError:
+        raise ImageError(label, "not enough memory to decode this image") from None
+
+
+def _to_rgb_array(image) -> np.ndarray:
+    from wand.color import Color
+
+    image.auto_orient()
+    if image.colorspace in ("cmyk", "cmy"):
+        image.transform_colorspace("srgb")
+    if image.alpha_channel:
+        image.background_color = Color("white")
+        image.alpha_channel = "remove"
+    image.depth = 8
+    width, height = image.width, image.height
+    raw = image.make_blob(format="RGB")
+    if raw is None or len(raw) != width * height * 3:
+        raise ValueError("unexpected pixel data size")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()
+
+
+def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the short side is ``size`` (area-averaging when shrinking), then centre-crop a square."""
+    from PIL import Image as PILImage
+
+    height, width = rgb.shape[:2]
+    scale = size / min(height, width)
+    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+    resized = np.asarray(
+        PILImage.fromarray(rgb).resize((new_width, new_height), PILImage.Resampling.LANCZOS, reducing_gap=3.0)
+    )
+    top, left = (new_height - size) // 2, (new_width - size) // 2
+    return np.ascontiguousarray(resized[top : top + size, left : left + size])
+
+
+def resize_exact(rgb_or_grey: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 image to size × size, ignoring the aspect ratio (the whole picture is kept)."""
+    from PIL import Image as PILImage
+
+    return np.asarray(
+        PILImage.fromarray(rgb_or_grey).resize((size, size), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
+    )
+
+
+def encode_image(rgb: np.ndarray, image_format: str, quality: int = 95) -> bytes:
+    """Encode a uint8 RGB array as JPEG or PNG bytes."""
+    from wand.image import Image
+
+    configure_imagemagick()
+    image_format = image_format.upper().replace("JPG", "JPEG")
+    if image_format not in ("JPEG", "PNG", "TIFF", "WEBP"):
+        raise ValueError(f"cannot write format {image_format!r}")
+    with Image.from_array(np.ascontiguousarray(rgb, dtype=np.uint8), channel_map="RGB") as image:
+        image.format = image_format
+        if image_format in ("JPEG", "WEBP"):
+            image.compression_quality = quality
+        return image.make_blob()
+
+
+def format_for_path(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+    if suffix not in formats:
+        raise ImageError(path, f"cannot write images with the extension {suffix!r}")
+    return formats[suffix]
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the file is either complete or absent (temp file + rename)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise ImageError(path, f"cannot write here ({error.strerror or error})") from None
+    try:
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise ImageError(path, f"could not write the file ({error.strerror or error})") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write a uint8 RGB image atomically; the format follows the extension."""
+    write_bytes_atomic(path, encode_image(rgb, format_for_path(path), quality=quality))

@@ -1,0 +1,292 @@
+"""Training: ``model.fit`` on a prepared set, with checkpoints that survive being killed.
+
+A run folder holds everything needed to continue or reproduce the run::
+
+    config.json                    the ColorizerConfig
+    state.json                     completed epochs, their history, and the checkpoint they produced
+    checkpoints/epoch-NNN.keras    head + optimizer after epoch NNN (the last two are kept)
+    model.keras                    the head alone, after the last completed epoch (what ``colorize`` loads)
+    history.csv                    one row per completed epoch (loss, val_loss, colourfulness, ...)
+    samples/epoch-NNN.png          grey / predicted / true for a few validation images
+    logs/                          TensorBoard (when TensorFlow is installed)
+
+Every file is written atomically and ``state.json`` is written last, so a run killed at any moment
+(even ``kill -9``) restarts from its last completed epoch when ``train`` is called again with the
+same run folder. A NaN loss stops the run without touching the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from koala import color, data, images
+from koala.config import ColorizerConfig
+
+KEEP_CHECKPOINTS = 2
+SAMPLE_COUNT = 4
+
+
+class TrainingStoppedOnNaN(RuntimeError):
+    """The loss became NaN or infinite; the run folder still holds the last good epoch."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_completed: int
+    history: list[dict]
+    stopped_on_nan: bool = False
+
+
+def load_state(run_dir: Path) -> dict:
+    path = run_dir / "state.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"epoch": 0, "history": [], "checkpoint": None}
+
+
+def _save_model_atomic(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save(str(temporary))
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def save_head(model, config: ColorizerConfig, path: Path) -> None:
+    """Save the head alone (no optimizer state), as ``colorize`` and the service load it."""
+    from koala.model import build_colorizer
+
+    head = build_colorizer(config)
+    head.set_weights(model.get_weights())
+    _save_model_atomic(head, path)
+
+
+def load_head(model_path: str | Path):
+    """(model, config) from a model folder (``model.keras`` + ``config.json``) or a ``.keras`` file."""
+    import keras
+
+    from koala import model as model_module  # noqa: F401  (registers FusionLayer)
+
+    path = Path(model_path)
+    if path.is_dir():
+        file, config_path = path / "model.keras", path / "config.json"
+    else:
+        file = path
+        config_path = path.parent / "config.json"
+        if not config_path.exists() and path.parent.name == "checkpoints":
+            config_path = path.parent.parent / "config.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no model here (expected a folder with model.keras and config.json)")
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path}: the model's config.json is missing")
+    config = ColorizerConfig.load(config_path)
+    loaded = keras.saving.load_model(str(file), compile=False)
+    return loaded, config
+
+
+def _history_csv(rows: list[dict]) -> bytes:
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(key for key in row if key not in fields)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _make_callbacks(config, run_dir, validation, log):
+    import keras
+
+    from koala import metrics, plots
+
+    class StopOnNaN(keras.callbacks.Callback):
+        """Stop at the first NaN/inf loss *without* a graceful end that could clean up checkpoints."""
+
+        def __init__(self):
+            super().__init__()
+            self.stopped = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.stopped = batch
+                self.model.stop_training = True
+
+    class RunState(keras.callbacks.Callback):
+        """After each good epoch: sample grid, colourfulness, checkpoint, model, history, state (last)."""
+
+        def __init__(self, nan_guard: StopOnNaN, state: dict):
+            super().__init__()
+            self.nan_guard = nan_guard
+            self.state = state
+            self.epoch_started = time.time()
+            self.sample = validation.load_batch(0) if validation is not None and len(validation) else None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            if self.nan_guard.stopped is not None:
+                return
+            number = epoch + 1
+            row = {"epoch": number}
+            row.update({key: float(value) for key, value in logs.items()})
+            row["seconds"] = round(time.time() - self.epoch_started, 2)
+            if self.sample is not None:
+                row.update(self._samples(number))
+            checkpoint = run_dir / "checkpoints" / f"epoch-{number:03d}.keras"
+            _save_model_atomic(self.model, checkpoint)
+            save_head(self.model, config, run_dir / "model.keras")
+            history = [item for item in self.state["history"] if item["epoch"] < number] + [row]
+            images.write_bytes_atomic(run_dir / "history.csv", _history_csv(history))
+            self.state.update({"epoch": number, "history": history, "checkpoint": str(checkpoint.relative_to(run_dir))})
+            images.write_bytes_atomic(run_dir / "state.json", json.dumps(self.state, indent=1).encode())
+            for old in sorted((run_dir / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
+                old.unlink()
+
+        def _samples(self, number: int) -> dict:
+            lightness, embedding, ab = self.sample
+            inputs = [lightness, embedding] if config.fusion else lightness
+            predicted_ab = np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+            predicted = [color.postprocess(lightness[i], predicted_ab[i]) for i in range(len(lightness))]
+            truth = [color.postprocess(lightness[i], ab[i]) for i in range(len(lightness))]
+            predicted_colour = float(np.mean([metrics.colorfulness(image) for image in predicted]))
+            true_colour = float(np.mean([metrics.colorfulness(image) for image in truth]))
+            ratio = predicted_colour / true_colour if true_colour > 0 else float("nan")
+            if ratio < config.collapse_fraction:
+                log(
+                    f"warning: colour collapse? epoch {number}: validation predictions have colourfulness "
+                    f"{predicted_colour:.1f}, {ratio:.2f} × the true photos' {true_colour:.1f} "
+                    f"(warning threshold {config.collapse_fraction:.2f} ×)"
+                )
+            else:
+                log(f"epoch {number}: colourfulness {predicted_colour:.1f} ({ratio:.2f} × the true photos')")
+            count = min(SAMPLE_COUNT, len(lightness))
+            grey = [color.grey_to_rgb(color.denormalize_lightness(lightness[i])[..., 0]) for i in range(count)]
+            figure = plots.sample_grid(grey, predicted[:count], truth[:count], title=f"epoch {number}")
+            plots.save_figure(figure, run_dir / "samples" / f"epoch-{number:03d}.png", dpi=60)
+            return {
+                "val_colorfulness": predicted_colour,
+                "val_true_colorfulness": true_colour,
+                "val_colorfulness_ratio": ratio,
+            }
+
+    return StopOnNaN, RunState
+
+
+def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) -> TrainResult:
+    """Train (or continue training) a colouriser as described by ``config``.
+
+    ``config.data`` is a prepared set (``koala prepare``) and ``config.run_dir`` the run folder. If the
+    folder already holds a run, training continues after its last completed epoch; the model settings
+    must then match the saved ``config.json``.
+
+    Raises:
+        TrainingStoppedOnNaN: the loss diverged; the last good epoch is kept in the run folder.
+    """
+    import keras
+
+    from koala.model import build_colorizer, model_inputs  # noqa: F401
+
+    if not config.data:
+        raise ValueError("config.data must name a prepared set (koala prepare SRC DEST)")
+    if not config.run_dir:
+        raise ValueError("config.run_dir must name the run folder")
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = load_state(run_dir)
+    saved_config_path = run_dir / "config.json"
+    if saved_config_path.exists() and state["epoch"] > 0:
+        saved = ColorizerConfig.load(saved_config_path)
+        for field in ("fusion", "embedder", "loss", "image_size", "embedding_dim"):
+            if getattr(saved, field) != getattr(config, field):
+                raise ValueError(
+                    f"{run_dir}: this run was started with {field}={getattr(saved, field)!r}; "
+                    f"use a new run folder for {field}={getattr(config, field)!r}"
+                )
+    config.save(saved_config_path)
+    keras.utils.set_random_seed(config.seed)
+
+    embedder = config.embedder if config.fusion else None
+    train_data = data.ColorDataset(
+        config.data, "train", batch_size=config.batch_size, embedder=embedder, augment_images=config.augment,
+        shuffle=True, seed=config.seed, samples_per_epoch=config.samples_per_epoch, workers=2,
+    )
+    if len(train_data.ids) == 0:
+        raise ValueError(f"{config.data}: the training split is empty")
+    validation = data.ColorDataset(config.data, "validation", batch_size=config.batch_size, embedder=embedder)
+    validation = validation if len(validation.ids) else None
+
+    initial_epoch = int(state["epoch"])
+    if initial_epoch >= config.epochs:
+        log(f"{run_dir}: already trained for {initial_epoch} epochs (asked for {config.epochs}); nothing to do")
+        return TrainResult(run_dir, initial_epoch, state["history"])
+    if initial_epoch > 0:
+        checkpoint = run_dir / state["checkpoint"]
+        log(f"resuming {run_dir} after epoch {initial_epoch} from {checkpoint}")
+        model = keras.saving.load_model(str(checkpoint))
+    else:
+        model = build_colorizer(config)
+        if config.init_from:
+            source, source_config = load_head(config.init_from)
+            if (source_config.fusion, source_config.embedder) != (config.fusion, config.embedder):
+                raise ValueError(
+                    f"{config.init_from}: cannot fine-tune from a model with fusion={source_config.fusion}, "
+                    f"embedder={source_config.embedder!r} into fusion={config.fusion}, embedder={config.embedder!r}"
+                )
+            model.set_weights(source.get_weights())
+            log(f"starting from the weights of {config.init_from}")
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(config))
+
+    train_data.set_epoch(initial_epoch)
+    stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, validation, log)
+    nan_guard = stop_on_nan_class()
+    callbacks = [nan_guard, run_state_class(nan_guard, state)]
+    if _has_tensorflow():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+    model.fit(
+        train_data,
+        validation_data=validation,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    final_state = load_state(run_dir)
+    if nan_guard.stopped is not None:
+        raise TrainingStoppedOnNaN(
+            f"{run_dir}: the loss became NaN in epoch {final_state['epoch'] + 1} (batch {nan_guard.stopped}); "
+            f"training stopped and the last good epoch ({final_state['epoch']}) is kept"
+        )
+    return TrainResult(run_dir, final_state["epoch"], final_state["history"])
+
+
+def _loss(config: ColorizerConfig):
+    if config.loss == "mse":
+        return "mse"
+    raise ValueError(f"unknown loss {config.loss!r}")
+
+
+def _has_tensorflow() -> bool:
+    import importlib.util
+
+    import keras
+
+    return keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard") is not None
