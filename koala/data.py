@@ -32,7 +32,7 @@ SPLITS = ("train", "validation", "test")
 MANIFEST_FIELDS = ("id", "split", "source", "width", "height")
 MONOCHROME_SPREAD = 8.0
 """A photo is monochrome (grey, or toned like sepia) when 99.5 % of its pixels lie within this ab distance
-of its median colour. Real colour photos in our samples start at about 12; a sepia JPEG stays under 5."""
+of its median colour, or (toned prints, whose chroma follows the lightness) of the line through grey and it. Real colour photos in our samples start at about 12; a sepia JPEG stays under 5."""
 
 
 @dataclasses.dataclass
@@ -66,9 +66,16 @@ def monochrome_reason(rgb: np.ndarray) -> str | None:
     ab = color.rgb_to_lab(rgb)[..., 1:].reshape(-1, 2)
     centre = np.median(ab, axis=0)
     spread = np.percentile(np.hypot(ab[:, 0] - centre[0], ab[:, 1] - centre[1]), 99.5)
+    chroma = float(np.hypot(*centre))
     if spread >= MONOCHROME_SPREAD:
-        return None
-    if np.hypot(*centre) < 3.0:
+        # A toned print (sepia) keeps one hue while its chroma follows the lightness: its ab values spread
+        # far along one line through grey, but not across it.
+        if chroma < 3.0:
+            return None
+        across = np.abs(ab[:, 0] * centre[1] - ab[:, 1] * centre[0]) / chroma
+        if np.percentile(across, 99.5) >= MONOCHROME_SPREAD:
+            return None
+    elif chroma < 3.0:
         return "greyscale or nearly greyscale (no colour to learn from)"
     return "monochrome: a single tone, e.g. sepia (no colour to learn from)"
 
@@ -77,7 +84,7 @@ def read_manifest(prepared: str | Path) -> list[dict]:
     path = Path(prepared) / "manifest.csv"
     if not path.exists():
         return []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -110,16 +117,10 @@ def _prepare_one(path: Path, target: Path, size: int) -> tuple[int, int]:
 
 
 def _original_size(path: Path, decoded: np.ndarray) -> tuple[int, int]:
-    # jpeg:size decodes at a reduced scale; ask the header for the real size.
-    from wand.image import Image
-
+    # jpeg:size decodes at a reduced scale; ask the header for the real (upright) size.
     try:
-        with Image.ping(filename=str(path)) as probe:
-            width, height = probe.width, probe.height
-        if decoded.shape[0] > decoded.shape[1] and width > height:  # EXIF-rotated
-            width, height = height, width
-        return width, height
-    except Exception:
+        return images.image_size(path)
+    except images.ImageError:
         return decoded.shape[1], decoded.shape[0]
 
 
@@ -229,7 +230,7 @@ def _read_rejected(destination: Path) -> list[tuple[str, str]]:
     path = destination / "rejected.csv"
     if not path.exists():
         return []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         return [(row["source"], row["reason"]) for row in csv.DictReader(handle)]
 
 
