@@ -8,6 +8,10 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   URL fetching) are never reached, whatever the file is called;
 * resource limits set from code (memory, map, disk, area, width, height, time) and a pixel-count
   check on the header before any pixel is decoded (decompression bombs);
+* the coder ImageMagick actually used checked again after reading the header (defence in depth);
+* damage treated as an error: ImageMagick 6 only *warns* about a truncated JPEG ("Premature end of
+  JPEG file") and fills the missing part with grey, so the warnings it records on the decoded image
+  are inspected and corrupt-image warnings refused;
 * EXIF orientation applied, CMYK converted to sRGB, alpha flattened onto white, 16-bit reduced to
   8-bit, palettes expanded, animations reduced to their first frame.
 
@@ -19,7 +23,10 @@ the reason.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import re
+import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 MAX_PIXELS = int(os.environ.get("KOALA_MAX_PIXELS", 80_000_000))
-"""Largest image (width × height) Koala will decode; 80 MP covers a 600-dpi 8×10-inch scan."""
+"""Largest image (width × height) Koala will decode; 80 MP covers a 600-dpi 8×10-inch scan.
+Read when :func:`read_image` is called, so tests may lower it (or set ``$KOALA_MAX_PIXELS``)."""
 
 MAX_SIDE = 30_000
 """Largest width or height accepted."""
@@ -57,6 +65,15 @@ _SIGNATURES = (
     (b"GIF89a", "GIF"),
     (b"BM", "BMP"),
 )
+
+# The coders ImageMagick may report for the formats above (checked after the header is read).
+_ALLOWED_CODERS = frozenset({"JPEG", "PNG", "TIFF", "GIF", "BMP", "BMP2", "BMP3", "WEBP"})
+
+# ImageMagick's ExceptionType values.
+_CORRUPT_IMAGE_WARNING = 325
+_ERROR_EXCEPTION = 400
+# Corrupt-image warnings that do not mean pixels are missing (libjpeg's, for files that decode fully).
+_HARMLESS_WARNINGS = ("extraneous bytes before marker",)
 
 _limits_configured = False
 _UMASK = os.umask(0)
@@ -136,18 +153,20 @@ def _read_bytes(source: str | os.PathLike) -> bytes:
         raise ImageError(source, f"could not read the file ({error.strerror or error})") from None
 
 
-def _magick_reason(error: Exception) -> str:
+def _magick_reason(error: Exception | str) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    # ImageMagick messages look like "Premature end of JPEG file `x' @ warning/jpeg.c/..." : keep the words.
+    # ImageMagick messages look like "Premature end of JPEG file `buffer.JPEG' @ warning/jpeg.c/..." :
+    # keep the words (the quoted name is ImageMagick's, not the user's file).
     text = text.split(" @ ")[0]
-    return text.replace("`", "'")
+    text = re.sub(r"\s*`[^']*'", "", text)
+    return text.replace("`", "'").strip() or type(error).__name__
 
 
 def read_image(
     source: str | os.PathLike | bytes,
     *,
     name: str | None = None,
-    max_pixels: int = MAX_PIXELS,
+    max_pixels: int | None = None,
     shrink_to: int | None = None,
 ) -> np.ndarray:
     """Read a photo as an upright uint8 sRGB array of shape (height, width, 3).
@@ -155,7 +174,7 @@ def read_image(
     Args:
         source: a path, or the file's bytes (uploads).
         name: what to call the image in errors (defaults to the path).
-        max_pixels: refuse images whose header declares more pixels than this.
+        max_pixels: refuse images whose header declares more pixels than this (default :data:`MAX_PIXELS`).
         shrink_to: a hint that the caller only needs the image at about this short side; JPEGs are then
             decoded at a reduced scale (ImageMagick's ``jpeg:size``), which is several times faster.
 
@@ -166,6 +185,7 @@ def read_image(
     from wand.image import Image
 
     configure_imagemagick()
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     label = name if name is not None else (None if isinstance(source, bytes) else str(source))
     data = source if isinstance(source, bytes) else _read_bytes(source)
     if not data:
@@ -173,23 +193,34 @@ def read_image(
     image_format = sniff_format(data[:16])
     if image_format is None:
         raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")
+    declared = header_size(data)
+    if declared is not None:
+        _check_size(label, *declared, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", WandWarning)
-            with Image.ping(blob=data, format=image_format) as probe:
-                width, height = probe.width, probe.height
-            if width <= 0 or height <= 0:
-                raise ImageError(label, "image has no pixels")
-            if width * height > max_pixels:
+            try:
+                probe = Image.ping(blob=data, format=image_format)
+            except (WandError, WandException) as error:
+                if "returns false" not in str(error):
+                    raise
                 raise ImageError(
-                    label,
-                    f"image is too large ({width}×{height} = {width * height / 1e6:.1f} MP; "
-                    f"the limit is {max_pixels / 1e6:.0f} MP)",
-                )
+                    label, f"cannot read the {image_format} header (damaged, or beyond ImageMagick's size limits)"
+                ) from None
+            with probe:
+                width, height, coder = probe.width, probe.height, probe.format
+            _check_coder(label, coder, image_format)
+            if width <= 0 or height <= 0:
+                raise ImageError(label, f"damaged or truncated {image_format} file (no picture size in its header)")
+            _check_size(label, width, height, max_pixels)
             with Image() as image:
                 if shrink_to and image_format == "JPEG":
                     image.options["jpeg:size"] = f"{shrink_to}x{shrink_to}"
                 image.read(blob=data, format=image_format)
+                _check_coder(label, image.format, image_format)
+                problem = _decode_problem(image)
+                if problem:
+                    raise ImageError(label, f"damaged or truncated image ({problem})")
                 if len(image.sequence) > 1:
                     with Image(image=image.sequence[0]) as first:
                         return _to_rgb_array(first)
@@ -199,9 +230,176 @@ def read_image(
     except WandWarning as warning:
         raise ImageError(label, f"damaged image ({_magick_reason(warning)})") from None
     except (WandError, WandException) as error:
+        if "returns false" in str(error):  # wand's words when ImageMagick failed and left no message
+            raise ImageError(label, f"damaged or truncated {image_format} data (ImageMagick could not decode it)") from None
         raise ImageError(label, f"cannot decode ({_magick_reason(error)})") from None
     except MemoryError:
         raise ImageError(label, "not enough memory to decode this image") from None
+    except ValueError as error:
+        raise ImageError(label, f"cannot decode ({error})") from None
+
+
+def image_size(source: str | os.PathLike | bytes, *, name: str | None = None) -> tuple[int, int]:
+    """A photo's upright (width, height) from its header, without decoding the pixels.
+
+    For callers that decoded at a reduced scale (``read_image(..., shrink_to=...)``). The file is given
+    to ImageMagick as bytes with its sniffed format, never by name (a name like ``msl:x.jpg`` or
+    ``x.jpg[9999x9999]`` means something to ImageMagick).
+    """
+    from wand.exceptions import WandException
+    from wand.image import Image
+
+    configure_imagemagick()
+    label = name if name is not None else (None if isinstance(source, bytes) else str(source))
+    data = source if isinstance(source, bytes) else _read_bytes(source)
+    image_format = sniff_format(data[:16])
+    if image_format is None:
+        raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.ping(blob=data, format=image_format) as probe:
+                width, height, orientation = probe.width, probe.height, probe.orientation
+    except WandException as error:
+        raise ImageError(label, f"cannot read the header ({_magick_reason(error)})") from None
+    if orientation in ("left_top", "right_top", "right_bottom", "left_bottom"):  # EXIF 5-8: rotated 90°
+        width, height = height, width
+    return width, height
+
+
+def _check_size(label, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(label, "image has no pixels")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageError(label, f"image is too large ({width}×{height}; the limit is {MAX_SIDE} pixels a side)")
+    if width * height > max_pixels:
+        raise ImageError(
+            label,
+            f"image is too large ({width}×{height} = {width * height / 1e6:.1f} MP; "
+            f"the limit is {max_pixels / 1e6:g} MP)",
+        )
+
+
+def _check_coder(label, coder: str | None, expected: str) -> None:
+    """Defence in depth: the coder ImageMagick used must be the raster coder we asked for."""
+    if (coder or "").upper() not in _ALLOWED_CODERS or not (coder or "").upper().startswith(expected[:3]):
+        raise ImageError(label, f"refused: ImageMagick read it as {coder!r}, not {expected}")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by a PNG, GIF, BMP or JPEG header, without decoding; None if unknown.
+
+    Checked before ImageMagick sees the file, so a pixel flood (a tiny file claiming 50000×50000)
+    gets a clear "too large" instead of whatever limit ImageMagick trips over.
+    """
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", data[6:10])
+        if data.startswith(b"BM") and len(data) >= 26:
+            header_bytes = struct.unpack("<I", data[14:18])[0]
+            if header_bytes == 12:
+                return struct.unpack("<HH", data[18:22])
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_size(data)
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    start_of_frame = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    index = 2
+    for _ in range(10_000):
+        while index < len(data) and data[index] == 0xFF:
+            index += 1
+        if index >= len(data):
+            return None
+        marker = data[index]
+        index += 1
+        if marker in start_of_frame:
+            height, width = struct.unpack(">HH", data[index + 3 : index + 7])
+            return width, height
+        if marker == 0xD9 or marker == 0xDA:  # end of image, or pixel data before any frame header
+            return None
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:
+            continue
+        index += struct.unpack(">H", data[index : index + 2])[0]
+    return None
+
+
+class _ExceptionInfo(ctypes.Structure):
+    # The head of MagickCore's ExceptionInfo (ImageMagick 6 and 7).
+    _fields_ = [
+        ("severity", ctypes.c_int),
+        ("error_number", ctypes.c_int),
+        ("reason", ctypes.c_char_p),
+        ("description", ctypes.c_char_p),
+    ]
+
+
+_image_exception_api = None
+
+
+def _image_exception(image) -> tuple[int, str] | None:
+    """The most severe problem ImageMagick 6 recorded on the decoded image itself, or None.
+
+    ImageMagick 6's coders report warnings such as libjpeg's "Premature end of JPEG file" on the
+    image (``image->exception``), where wand never looks; MagickCore's ``GetImageException`` fetches it.
+    """
+    global _image_exception_api
+    from wand.api import library, libmagick
+
+    if _image_exception_api is None:
+        try:
+            library.GetImageFromMagickWand.argtypes = [ctypes.c_void_p]
+            library.GetImageFromMagickWand.restype = ctypes.c_void_p
+            libmagick.AcquireExceptionInfo.argtypes = []
+            libmagick.AcquireExceptionInfo.restype = ctypes.POINTER(_ExceptionInfo)
+            libmagick.GetImageException.argtypes = [ctypes.c_void_p, ctypes.POINTER(_ExceptionInfo)]
+            libmagick.GetImageException.restype = None
+            libmagick.DestroyExceptionInfo.argtypes = [ctypes.POINTER(_ExceptionInfo)]
+            libmagick.DestroyExceptionInfo.restype = ctypes.c_void_p
+            _image_exception_api = True
+        except AttributeError:  # ImageMagick 7 has no GetImageException: its coders report to the wand
+            _image_exception_api = False
+    if not _image_exception_api:
+        return None
+    pointer = library.GetImageFromMagickWand(image.wand)
+    if not pointer:
+        return None
+    info = libmagick.AcquireExceptionInfo()
+    try:
+        libmagick.GetImageException(pointer, info)
+        severity = info.contents.severity
+        reason = (info.contents.reason or b"").decode("utf-8", "replace")
+        description = (info.contents.description or b"").decode("utf-8", "replace")
+    finally:
+        libmagick.DestroyExceptionInfo(info)
+    if not severity:
+        return None
+    return severity, f"{reason} ({description})" if description else reason
+
+
+def _decode_problem(image) -> str | None:
+    """Why a successfully read image is damaged (missing or corrupt pixel data), or None if it is whole."""
+    found = _image_exception(image)
+    if found is None:
+        exception = image.get_exception()  # ImageMagick 7 reports coder warnings to the wand
+        if exception is not None:
+            found = (getattr(exception, "wand_error_code", 0) or 0, str(exception))
+    if found is None:
+        return None
+    severity, message = found
+    message = _magick_reason(message)
+    if severity >= _ERROR_EXCEPTION:
+        return message
+    if severity == _CORRUPT_IMAGE_WARNING and not any(text in message for text in _HARMLESS_WARNINGS):
+        return message
+    return None
 
 
 def _to_rgb_array(image) -> np.ndarray:
@@ -225,14 +423,13 @@ def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resize so the short side is ``size`` (area-averaging when shrinking), then centre-crop a square."""
     from PIL import Image as PILImage
 
+    # Crop the centre square first, then resize: the same picture, but a 10000 × 10 strip is not first
+    # enlarged to 256000 × 256 pixels.
     height, width = rgb.shape[:2]
-    scale = size / min(height, width)
-    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
-    resized = np.asarray(
-        PILImage.fromarray(rgb).resize((new_width, new_height), PILImage.Resampling.LANCZOS, reducing_gap=3.0)
-    )
-    top, left = (new_height - size) // 2, (new_width - size) // 2
-    return np.ascontiguousarray(resized[top : top + size, left : left + size])
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = np.ascontiguousarray(rgb[top : top + side, left : left + side])
+    return np.asarray(PILImage.fromarray(square).resize((size, size), PILImage.Resampling.LANCZOS, reducing_gap=3.0))
 
 
 def resize_exact(rgb_or_grey: np.ndarray, size: int) -> np.ndarray:
