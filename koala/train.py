@@ -67,6 +67,17 @@ def _save_model_atomic(model, path: Path) -> None:
             temporary.unlink()
 
 
+def _remove_partial_files(run_dir: Path) -> None:
+    """Delete the temporary files of a run killed while saving (every save is a temporary file + rename)."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+        for pattern in (".tmp-*", ".*.part"):
+            for partial in folder.glob(pattern):
+                try:
+                    partial.unlink()
+                except OSError:
+                    pass
+
+
 def save_head(model, config: ColorizerConfig, path: Path) -> None:
     """Save the head alone (no optimizer state), as ``colorize`` and the service load it."""
     from koala.model import build_colorizer
@@ -211,6 +222,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
         raise ValueError("config.run_dir must name the run folder")
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_partial_files(run_dir)
     state = load_state(run_dir)
     saved_config_path = run_dir / "config.json"
     if saved_config_path.exists() and state["epoch"] > 0:
