@@ -132,6 +132,7 @@ class Colorizer:
             try:
                 self.colorize_file(source, target)
             except images.ImageError as error:
+                bar.clear()  # the error gets a line of its own, not the end of the progress bar's
                 log(f"error: {error}")
                 results.append(ColorizeResult(str(source), None, "failed", str(error)))
                 continue

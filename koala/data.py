@@ -69,11 +69,12 @@ def monochrome_reason(rgb: np.ndarray) -> str | None:
     chroma = float(np.hypot(*centre))
     if spread >= MONOCHROME_SPREAD:
         # A toned print (sepia) keeps one hue while its chroma follows the lightness: its ab values spread
-        # far along one line through grey, but not across it.
+        # far along the half-line from grey through its median colour, but not across it nor past grey.
         if chroma < 3.0:
             return None
         across = np.abs(ab[:, 0] * centre[1] - ab[:, 1] * centre[0]) / chroma
-        if np.percentile(across, 99.5) >= MONOCHROME_SPREAD:
+        along = (ab[:, 0] * centre[0] + ab[:, 1] * centre[1]) / chroma
+        if np.percentile(across, 99.5) >= MONOCHROME_SPREAD or np.percentile(along, 0.5) <= -MONOCHROME_SPREAD:
             return None
     elif chroma < 3.0:
         return "greyscale or nearly greyscale (no colour to learn from)"
@@ -320,6 +321,10 @@ def _py_dataset_base():
 class ColorDataset(_py_dataset_base()):
     """Stream batches of a prepared split from disk: ``((lightness, embedding), ab)`` or ``(lightness, ab)``.
 
+    Each epoch draws its own order from (seed, epoch). Keras' PyDataset hooks do not say which epoch
+    is running (and worker threads prefetch ahead), so training sets the epoch from a callback and
+    uses a single worker: batch contents are then a function of (seed, epoch, index) alone.
+
     Memory does not grow with the dataset: only the manifest rows and the (memory-mapped) embedding
     cache are held, and images are decoded batch by batch.
     """
@@ -335,6 +340,7 @@ class ColorDataset(_py_dataset_base()):
         shuffle: bool = False,
         seed: int = 0,
         samples_per_epoch: int = 0,
+        first_epoch: int = 0,
         workers: int = 1,
         **kwargs,
     ):
@@ -362,35 +368,46 @@ class ColorDataset(_py_dataset_base()):
                 raise ValueError(f"{self.prepared}: {len(missing)} images have no {embedder} embedding; prepare again")
             self.embedding_rows = rows
             self.embeddings = np.load(embedding_paths(prepared, embedder)[0], mmap_mode="r")
-        self.epoch = 0
-        self.order = self._order()
+        self.epoch = first_epoch
+        self._orders: dict[int, np.ndarray] = {}
 
-    def _order(self) -> np.ndarray:
-        count = self.samples_per_epoch or len(self.ids)
-        if not self.shuffle:
-            return np.arange(count) % max(1, len(self.ids))
-        rng = np.random.default_rng([self.seed, self.epoch])
-        if self.samples_per_epoch:
-            return rng.integers(0, len(self.ids), size=count)
-        return rng.permutation(len(self.ids))
+    def order_for(self, epoch: int) -> np.ndarray:
+        """The order of images in ``epoch``: a function of (seed, epoch) alone."""
+        if epoch not in self._orders:
+            count = self.samples_per_epoch or len(self.ids)
+            if not self.shuffle:
+                order = np.arange(count) % max(1, len(self.ids))
+            elif self.samples_per_epoch:
+                order = np.random.default_rng([self.seed, epoch]).integers(0, len(self.ids), size=count)
+            else:
+                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
+            self._orders = {key: value for key, value in self._orders.items() if key >= epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
+
+    @property
+    def order(self) -> np.ndarray:
+        return self.order_for(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Which epoch the next batches belong to (training sets it from a callback at each epoch's start)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return (len(self.order) + self.batch_size - 1) // self.batch_size
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.order = self._order()
-
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
-
     def load_batch(self, index: int):
-        """The batch's (lightness, embedding or None, ab) as float32 arrays."""
-        positions = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, self.epoch, index, 7])
+        """Batch ``index`` of the current epoch as float32 (lightness, embedding or None, ab).
+
+        What a batch holds depends only on (seed, epoch, index), so a resumed run sees exactly the
+        batches of an uninterrupted one.
+        """
+        epoch, position = self.epoch, index
+        positions = self.order_for(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, position, 7])
         lightness, ab, embedding = [], [], []
-        for position in positions:
-            image_id = self.ids[position]
+        for item in positions:
+            image_id = self.ids[item]
             rgb = load_prepared_image(self.prepared, image_id)
             if self.augment_images:
                 rgb = augment(rgb, rng)
