@@ -30,6 +30,7 @@ def _add_prepare(subparsers) -> None:
     parser.add_argument("--embedder-weights", default="imagenet",
                         help="'imagenet', a weights file, or 'none' (random weights: pipeline tests only)")
     parser.add_argument("--workers", type=int, default=None, help="parallel decoders (default: all cores)")
+    parser.add_argument("--size", type=int, default=DEFAULTS.image_size, help="side of the square training images")
     parser.set_defaults(handler=_run_prepare)
 
 
@@ -39,7 +40,7 @@ def _run_prepare(arguments) -> int:
     embedder = None if arguments.embedder == "none" else arguments.embedder
     report = prepare(
         arguments.source, arguments.destination, embedder=embedder,
-        embedder_weights=_weights(arguments.embedder_weights), workers=arguments.workers,
+        embedder_weights=_weights(arguments.embedder_weights), workers=arguments.workers, size=arguments.size,
     )
     return 0 if report.counts.get("train", 0) else 1
 
@@ -70,6 +71,8 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--samples-per-epoch", type=int, default=DEFAULTS.samples_per_epoch,
                         help="training images drawn per epoch (0: one pass over the training split)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
+                        help="side of the training images (must match the prepared set)")
     parser.add_argument("--init-from", default="", help="model folder to fine-tune from (e.g. models/default)")
     parser.set_defaults(handler=_run_train)
 
@@ -82,7 +85,7 @@ def _run_train(arguments) -> int:
         learning_rate=arguments.learning_rate, fusion=arguments.fusion, embedder=arguments.embedder,
         embedder_weights=_weights(arguments.embedder_weights) or "", loss=arguments.loss,
         augment=arguments.augment, samples_per_epoch=arguments.samples_per_epoch, seed=arguments.seed,
-        init_from=arguments.init_from,
+        init_from=arguments.init_from, image_size=arguments.image_size,
     )
     try:
         result = train(config)

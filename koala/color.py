@@ -165,7 +165,7 @@ def join_lightness_ab(lightness: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
 
 
 def grey_to_rgb(lightness: np.ndarray) -> np.ndarray:
-    """L* (H, W) to the neutral grey uint8 sRGB image with that lightness (ab = 0)."""
-    zeros = np.zeros(lightness.shape[:2] + (2,), dtype=np.float32)
+    """L* (..., H, W) to the neutral grey uint8 sRGB image(s) with that lightness (ab = 0)."""
+    zeros = np.zeros(lightness.shape + (2,), dtype=np.float32)
     lab = np.concatenate([lightness[..., None].astype(np.float32), zeros], axis=-1)
     return to_uint8(lab_to_rgb(lab))

@@ -321,9 +321,9 @@ def _py_dataset_base():
 class ColorDataset(_py_dataset_base()):
     """Stream batches of a prepared split from disk: ``((lightness, embedding), ab)`` or ``(lightness, ab)``.
 
-    Each epoch draws its own order from (seed, epoch). Keras' PyDataset hooks do not say which epoch
-    is running (and worker threads prefetch ahead), so training sets the epoch from a callback and
-    uses a single worker: batch contents are then a function of (seed, epoch, index) alone.
+    Each epoch draws its own order from (seed, epoch). Keras' PyDataset hooks do not say reliably which
+    epoch a batch is fetched for (iterators for the next epoch are created and prefetched before it
+    starts), so training feeds :meth:`batches`, a plain generator over all remaining epochs.
 
     Memory does not grow with the dataset: only the manifest rows and the (memory-mapped) embedding
     cache are held, and images are decoded batch by batch.
@@ -390,19 +390,32 @@ class ColorDataset(_py_dataset_base()):
         return self.order_for(self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Which epoch the next batches belong to (training sets it from a callback at each epoch's start)."""
+        """Which epoch ``dataset[index]`` serves."""
         self.epoch = epoch
 
+    @property
+    def batches_per_epoch(self) -> int:
+        return (len(self.order_for(self.epoch)) + self.batch_size - 1) // self.batch_size
+
     def __len__(self) -> int:
-        return (len(self.order) + self.batch_size - 1) // self.batch_size
+        return self.batches_per_epoch
 
-    def load_batch(self, index: int):
-        """Batch ``index`` of the current epoch as float32 (lightness, embedding or None, ab).
+    def batches(self, first_epoch: int, last_epoch: int):
+        """Yield every batch of epochs ``first_epoch`` .. ``last_epoch - 1`` in order (for ``model.fit``
+        with ``steps_per_epoch=batches_per_epoch``): a resumed run gets exactly the batches that an
+        uninterrupted run would have had, whatever Keras prefetches."""
+        for epoch in range(first_epoch, last_epoch):
+            for index in range(self.batches_per_epoch):
+                lightness, embedding, ab = self.load_batch(index, epoch)
+                yield (lightness, ab) if embedding is None else ((lightness, embedding), ab)
 
-        What a batch holds depends only on (seed, epoch, index), so a resumed run sees exactly the
-        batches of an uninterrupted one.
+    def load_batch(self, index: int, epoch: int | None = None):
+        """Batch ``index`` of ``epoch`` (default: the current one) as float32 (lightness, embedding or None, ab).
+
+        What a batch holds depends only on (seed, epoch, index).
         """
-        epoch, position = self.epoch, index
+        epoch = self.epoch if epoch is None else epoch
+        position = index
         positions = self.order_for(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, position, 7])
         lightness, ab, embedding = [], [], []

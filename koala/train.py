@@ -78,10 +78,11 @@ def _remove_partial_files(run_dir: Path) -> None:
                     pass
 
 
-def save_head(model, config: ColorizerConfig, path: Path) -> None:
+def save_head(model, config: ColorizerConfig, path: str | Path) -> None:
     """Save the head alone (no optimizer state), as ``colorize`` and the service load it."""
     from koala.model import build_colorizer
 
+    path = Path(path)
     head = build_colorizer(config)
     head.set_weights(model.get_weights())
     _save_model_atomic(head, path)
@@ -121,7 +122,7 @@ def _history_csv(rows: list[dict]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _make_callbacks(config, run_dir, validation, log):
+def _make_callbacks(config, run_dir, train_data, validation, log):
     import keras
 
     from koala import metrics, plots
@@ -236,20 +237,20 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     config.save(saved_config_path)
     keras.utils.set_random_seed(config.seed)
 
+    initial_epoch = int(state["epoch"])
+    if initial_epoch >= config.epochs:
+        log(f"{run_dir}: already trained for {initial_epoch} epochs (asked for {config.epochs}); nothing to do")
+        return TrainResult(run_dir, initial_epoch, state["history"])
     embedder = config.embedder if config.fusion else None
     train_data = data.ColorDataset(
         config.data, "train", batch_size=config.batch_size, embedder=embedder, augment_images=config.augment,
-        shuffle=True, seed=config.seed, samples_per_epoch=config.samples_per_epoch, workers=2,
+        shuffle=True, seed=config.seed, samples_per_epoch=config.samples_per_epoch,
+        first_epoch=initial_epoch, workers=1,
     )
     if len(train_data.ids) == 0:
         raise ValueError(f"{config.data}: the training split is empty")
     validation = data.ColorDataset(config.data, "validation", batch_size=config.batch_size, embedder=embedder)
     validation = validation if len(validation.ids) else None
-
-    initial_epoch = int(state["epoch"])
-    if initial_epoch >= config.epochs:
-        log(f"{run_dir}: already trained for {initial_epoch} epochs (asked for {config.epochs}); nothing to do")
-        return TrainResult(run_dir, initial_epoch, state["history"])
     if initial_epoch > 0:
         checkpoint = run_dir / state["checkpoint"]
         log(f"resuming {run_dir} after epoch {initial_epoch} from {checkpoint}")
@@ -267,14 +268,14 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
             log(f"starting from the weights of {config.init_from}")
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(config))
 
-    train_data.set_epoch(initial_epoch)
-    stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, validation, log)
+    stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, train_data, validation, log)
     nan_guard = stop_on_nan_class()
     callbacks = [nan_guard, run_state_class(nan_guard, state)]
     if _has_tensorflow():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     model.fit(
-        train_data,
+        train_data.batches(initial_epoch, config.epochs),
+        steps_per_epoch=train_data.batches_per_epoch,
         validation_data=validation,
         epochs=config.epochs,
         initial_epoch=initial_epoch,

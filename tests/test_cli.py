@@ -1,0 +1,50 @@
+"""The command line end to end on tiny data, in subprocesses, as a user would run it."""
+
+import os
+import subprocess
+import sys
+
+from koala import images
+
+
+def run_koala(*arguments, cwd=None):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "koala", *map(str, arguments)], capture_output=True, text=True,
+                          cwd=cwd, env=environment, timeout=600)
+
+
+def test_help_lists_the_commands():
+    result = run_koala("--help")
+    assert result.returncode == 0
+    for command in ("prepare", "train", "colorize"):
+        assert command in result.stdout
+
+
+def test_prepare_train_colorize_end_to_end(photo_folder, tmp_path):
+    prepared, run_dir, output = tmp_path / "prepared", tmp_path / "run", tmp_path / "out"
+    result = run_koala("prepare", photo_folder, prepared, "--embedder", "none", "--size", "64")
+    assert result.returncode == 0, result.stderr
+    assert "24 new" in result.stdout
+    result = run_koala("train", prepared, run_dir, "--no-fusion", "--epochs", "1", "--batch-size", "8",
+                       "--image-size", "64")
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "model.keras").exists()
+    result = run_koala("colorize", photo_folder, "--output", output, "--model", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert "24 coloured" in result.stdout
+    source = photo_folder / "more" / "photo_00.png"
+    assert images.read_image(output / "more" / "photo_00.png").shape == images.read_image(source).shape
+    result = run_koala("colorize", photo_folder, "--output", output, "--model", run_dir)
+    assert "24 already done" in result.stdout
+
+
+def test_colorize_exit_status_reports_failures(tiny_model_dir, tmp_path):
+    (tmp_path / "bad.jpg").write_text("not an image")
+    result = run_koala("colorize", tmp_path / "bad.jpg", "--output", tmp_path / "out", "--model", tiny_model_dir)
+    assert result.returncode == 1
+    assert "bad.jpg" in result.stderr and "not a supported image" in result.stderr
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    result = run_koala("colorize", tmp_path, "--output", tmp_path / "out", "--model", tmp_path / "nothing")
+    assert result.returncode == 2 and "no model here" in result.stderr

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from koala import color, images
+from koala.colorize import Colorizer
+from tests.conftest import make_photo
+
+
+@pytest.fixture(scope="module")
+def colorizer(tiny_model_dir):
+    return Colorizer(tiny_model_dir)
+
+
+def test_full_resolution_output_keeps_size_and_lightness(colorizer):
+    photo = make_photo(7, 301, 517)  # not square, not a multiple of 8
+    grey = color.grey_to_rgb(color.rgb_to_lightness(photo))
+    result = colorizer.colorize(grey)
+    assert result.shape == (301, 517, 3) and result.dtype == np.uint8
+    difference = np.abs(color.rgb_to_lightness(result) - color.rgb_to_lightness(grey))
+    assert np.median(difference) < 0.5 and np.percentile(difference, 99) < 2.0
+
+
+def test_colour_input_is_treated_as_grey(colorizer):
+    photo = make_photo(8, 120, 90)
+    grey = color.grey_to_rgb(color.rgb_to_lightness(photo))
+    # the same result up to the 8-bit rounding of the grey version's lightness
+    difference = np.abs(colorizer.colorize(photo).astype(int) - colorizer.colorize(grey).astype(int))
+    assert difference.max() <= 2 and difference.mean() < 0.5
+
+
+def test_accepts_paths_pil_images_and_grey_arrays(colorizer, tmp_path):
+    from PIL import Image
+
+    photo = make_photo(9, 80, 60)
+    images.write_image(tmp_path / "p.png", photo)
+    from_path = colorizer.colorize(tmp_path / "p.png")
+    assert from_path.shape == (80, 60, 3)
+    np.testing.assert_array_equal(colorizer.colorize(Image.fromarray(photo)), from_path)
+    assert colorizer.colorize(photo[..., 0]).shape == (80, 60, 3)
+
+
+def test_folder_run_skips_finished_files_and_reports_failures(colorizer, photo_folder, tmp_path):
+    output = tmp_path / "out"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in sorted(photo_folder.glob("*.jpg"))[:3]:
+        (inputs / path.name).write_bytes(path.read_bytes())
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff nope")
+    results = colorizer.colorize_files([inputs], output, progress=False, log=lambda m: None)
+    assert [r.status for r in results].count("done") == 3
+    failed = [r for r in results if r.status == "failed"]
+    assert len(failed) == 1 and "broken.jpg" in failed[0].error
+    outputs = sorted(output.glob("*.jpg"))
+    assert len(outputs) == 3 and not list(output.glob(".*"))
+    stamps = {path: path.stat().st_mtime_ns for path in outputs}
+    again = colorizer.colorize_files([inputs], output, progress=False, log=lambda m: None)
+    assert [r.status for r in again].count("skipped") == 3
+    assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
+    for path in outputs:
+        assert images.read_image(path).shape[:2] == images.read_image(inputs / path.name).shape[:2]
