@@ -329,13 +329,13 @@ def encoded_images(draw):
     return buffer.getvalue(), (height, width)
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(MAGIC), st.binary(max_size=600))
 def test_fuzz_random_bytes(magic, tail):
     _outcome(magic + tail)
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(encoded_images(), st.floats(0.0, 1.0), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=3))
 def test_fuzz_random_images_truncated_and_corrupted(encoded, keep, flips):
     payload, (height, width) = encoded
