@@ -1,0 +1,59 @@
+"""``koala serve``: the web service and its page (see :mod:`koala.service`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    from koala.service import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
+
+    parser = subparsers.add_parser(
+        "serve", help="run the colouriser as a web service with a page",
+        description="Serve the page at / and POST /api/colorize (raw image body or multipart field 'file'). "
+        "At most --workers photos are coloured at once and --queue more wait; beyond that the answer is "
+        "503 with Retry-After. Uploads are kept in memory only, never written to disk.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default=None, help="model folder (default: $KOALA_MODEL or models/default)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--workers", type=int, default=1, help="colourisations at once (threads in this process)")
+    parser.add_argument("--queue", type=int, default=4, help="requests that may wait for a worker")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help="largest upload accepted, in MiB (413 beyond it)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="largest image accepted, width × height (413 beyond it)")
+    parser.add_argument("--embedder-weights", default=None, help="override the embedder weights (e.g. a local .h5)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="do not log each request (the access log never has image data in it)")
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(arguments) -> int:
+    import logging
+
+    import uvicorn
+
+    from koala.colorize import default_model_path
+    from koala.service import ServiceSettings, create_app
+
+    model_path = Path(arguments.model) if arguments.model else default_model_path()
+    if not (model_path / "config.json").is_file():
+        print(f"error: {model_path} is not a model folder (no config.json); pass --model", file=sys.stderr)
+        return 2
+    settings = ServiceSettings(
+        model_path=str(model_path), workers=arguments.workers, queue=arguments.queue,
+        max_upload_bytes=int(arguments.max_upload_mb * 1024 * 1024), max_pixels=arguments.max_pixels,
+        embedder_weights=arguments.embedder_weights,
+    )
+    logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=arguments.host, port=arguments.port, log_level=arguments.log_level,
+        access_log=arguments.access_log, lifespan="on", server_header=False, timeout_graceful_shutdown=10,
+    )
+    return 0

@@ -1,0 +1,411 @@
+"""The web service, tested as users meet it: a live ``koala serve`` on loopback and real HTTP requests.
+
+The servers run in a sandbox that proves the no-disk promise:
+
+* TMPDIR, MAGICK_TEMPORARY_PATH, HOME and the working folder are empty folders it cannot write to (mode
+  0o500; when the tests run as root the server runs without capabilities, through ``setpriv``, because root
+  ignores file modes), and after the uploads they are still empty;
+* a Python audit hook reports every file the server opens for writing and every temporary file, wherever
+  it is: Python's ``tempfile`` quietly falls back to /tmp when TMPDIR is not writable, and a temporary file
+  is unlinked at once, so neither of the checks above would see Starlette's spooled uploads. A control
+  test shows that the sandbox does catch them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from koala import images
+from tests.conftest import make_photo
+
+pytestmark = pytest.mark.slow
+
+MAX_UPLOAD_MB = 3
+
+
+# Loaded into the server through PYTHONPATH: reports every file the Python process opens for writing, and
+# every temporary file, wherever it is (Python's tempfile quietly falls back to /tmp, or the working folder,
+# when TMPDIR is not writable, so a read-only TMPDIR alone would not catch Starlette's spooled uploads).
+AUDIT_HOOK = """
+import os, sys
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_ALLOWED = tuple(filter(None, (os.environ.get("KERAS_HOME"), "/dev/")))
+
+def _koala_disk_audit(event, args):
+    if event in ("tempfile.mkstemp", "tempfile.mkdtemp") or (
+        event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and (args[2] or 0) & _WRITE
+        and not os.fsdecode(args[0]).startswith(_ALLOWED)
+    ):
+        os.write(2, ("KOALA-DISK-WRITE %s %r\\n" % (event, args[:1])).encode())
+
+sys.addaudithook(_koala_disk_audit)
+"""
+DISK_WRITE_MARK = "KOALA-DISK-WRITE"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Sandbox:
+    """Folders and environment for a process that must not write files (see the module docstring)."""
+
+    def __init__(self, enforce: bool = True):
+        self.root = Path(tempfile.mkdtemp(prefix="koala-serve-test-"))
+        self.tmp, self.cwd, self.keras_home = self.root / "tmp", self.root / "cwd", self.root / "keras"
+        hook = self.root / "hook"
+        for folder in (self.tmp, self.cwd, self.keras_home, hook):
+            folder.mkdir()
+        (hook / "sitecustomize.py").write_text(AUDIT_HOOK if enforce else "")
+        for path in (self.root, self.keras_home, hook):
+            os.chmod(path, 0o755)
+        os.chmod(self.tmp, 0o500 if enforce else 0o755)
+        os.chmod(self.cwd, 0o500 if enforce else 0o755)
+        # Root ignores file modes: run it as root without capabilities, so that the modes bind it too.
+        self.without_capabilities = enforce and os.geteuid() == 0 and shutil.which("setpriv") is not None
+        self.prefix = ["setpriv", "--bounding-set", "-all", "--"] if self.without_capabilities else []
+        self.env = {
+            **os.environ,
+            "TMPDIR": str(self.tmp), "TEMP": str(self.tmp), "TMP": str(self.tmp),
+            "MAGICK_TEMPORARY_PATH": str(self.tmp), "HOME": str(self.cwd), "KERAS_HOME": str(self.keras_home),
+            "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+        }
+
+    def is_clean(self) -> bool:
+        return not any(self.tmp.iterdir()) and not any(self.cwd.iterdir())
+
+    def remove(self) -> None:
+        for folder in (self.tmp, self.cwd):
+            os.chmod(folder, 0o755)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class LiveServer:
+    """``python -m koala serve`` as a subprocess on a free loopback port, in a :class:`Sandbox`."""
+
+    def __init__(self, model_dir: Path, *options: str, sandbox: bool = True):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sandbox = Sandbox(enforce=sandbox)
+        model = self.sandbox.root / "model"
+        shutil.copytree(model_dir, model)
+        for path in [model, *model.iterdir()]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        self.log_path = Path(tempfile.mkstemp(prefix="koala-serve-log-")[1])
+        self.log = open(self.log_path, "wb")  # opened here: the server itself writes no file
+        command = [*self.sandbox.prefix, sys.executable, "-m", "koala", "serve", "--model", str(model),
+                   "--port", str(self.port), *options]
+        self.process = subprocess.Popen(
+            command, cwd=self.sandbox.cwd, env=self.sandbox.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> LiveServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"koala serve exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    self.ready_at = len(self.log_text())  # start-up is over: requests come after this
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"koala serve did not become ready in {timeout} s:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        self.sandbox.remove()
+        self.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    live = LiveServer(tiny_model_dir, "--workers", "2", "--queue", "4", "--max-upload-mb", str(MAX_UPLOAD_MB))
+    try:
+        yield live.wait_ready()
+    finally:
+        live.stop()
+
+
+def encoded(seed: int, height: int, width: int, image_format: str) -> bytes:
+    return images.encode_image(make_photo(seed, height, width), image_format, quality=95)
+
+
+def open_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["status"] == status and body["reason"] and len(body["reason"]) > 10
+    return body
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small valid-looking PNG whose header claims width × height grey pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (width + 1) * 20, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 10.0) -> bytes:
+    """Send a request head and some body bytes on a plain socket, then read whatever the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(head)
+        for piece in body_chunks:
+            try:
+                connection.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer:
+                data = connection.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer
+
+
+# --- colourising --------------------------------------------------------------------------------------
+
+
+def test_healthz(server):
+    health = httpx.get(server.url + "/healthz").json()
+    assert health["ok"] is True
+    assert health["model"] == "model"
+    assert health["busy"] == 0 and health["queued"] == 0
+    assert health["workers"] == 2 and health["queue"] == 4
+    assert health["imagemagick_disk_limit"] == 0
+
+
+def test_colorize_jpeg_raw_body(server):
+    response = httpx.post(server.url + "/api/colorize", content=encoded(1, 150, 230, "JPEG"),
+                          headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["x-koala-size"] == "230x150"
+    result = open_image(response.content)
+    assert result.format == "JPEG" and result.size == (230, 150) and result.mode == "RGB"
+
+
+def test_colorize_png_multipart(server):
+    files = {"file": ("grandad 1943.png", encoded(2, 121, 97, "PNG"), "image/png")}
+    response = httpx.post(server.url + "/api/colorize", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert 'filename="grandad-1943-coloured.png"' in response.headers["content-disposition"]
+    result = open_image(response.content)
+    assert result.format == "PNG" and result.size == (97, 121)
+
+
+def test_output_format_from_query_or_accept(server):
+    jpeg, png = encoded(3, 64, 80, "JPEG"), encoded(3, 64, 80, "PNG")
+    as_png = httpx.post(server.url + "/api/colorize?format=png", content=jpeg, timeout=30)
+    assert as_png.status_code == 200 and open_image(as_png.content).format == "PNG"
+    as_jpeg = httpx.post(server.url + "/api/colorize", content=png, headers={"Accept": "image/jpeg"}, timeout=30)
+    assert as_jpeg.status_code == 200 and open_image(as_jpeg.content).format == "JPEG"
+    assert open_image(as_jpeg.content).size == (80, 64)
+    assert_problem(httpx.post(server.url + "/api/colorize?format=gif", content=png), 400)
+
+
+# --- refusing, with reasons -------------------------------------------------------------------------------
+
+
+def test_text_and_svg_are_415(server):
+    assert_problem(httpx.post(server.url + "/api/colorize", content=b"hello, this is not a photo"), 415)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    files = {"file": ("picture.jpg", svg, "image/jpeg")}  # the name and type lie: the bytes decide
+    assert_problem(httpx.post(server.url + "/api/colorize", files=files), 415)
+
+
+def test_truncated_images_are_422(server):
+    jpeg, png = encoded(4, 200, 300, "JPEG"), encoded(4, 200, 300, "PNG")
+    for cut in (jpeg[: len(jpeg) // 2], jpeg[: len(jpeg) - 200], png[: len(png) // 2]):
+        assert_problem(httpx.post(server.url + "/api/colorize", content=cut, timeout=30), 422)
+    # bytes after the end of a complete JPEG are harmless
+    assert httpx.post(server.url + "/api/colorize", content=jpeg + b"\x00trailer", timeout=30).status_code == 200
+
+
+def test_empty_body_and_missing_field_are_400(server):
+    assert_problem(httpx.post(server.url + "/api/colorize", content=b""), 400)
+    assert_problem(httpx.post(server.url + "/api/colorize", files={"photo": ("a.png", b"x", "image/png")}), 400)
+
+
+def test_pixel_flood_is_413(server):
+    started = time.perf_counter()
+    body = assert_problem(httpx.post(server.url + "/api/colorize", content=png_claiming(50_000, 50_000)), 413)
+    assert "50000×50000" in body["reason"]
+    assert time.perf_counter() - started < 2  # refused from the header, nothing decoded
+
+
+def test_upload_over_the_limit_is_413(server):
+    too_big = encoded(5, 64, 64, "JPEG") + b"\x00" * (MAX_UPLOAD_MB * 1024 * 1024)
+    assert_problem(httpx.post(server.url + "/api/colorize", content=too_big, timeout=30), 413)
+
+
+def test_declared_length_over_the_limit_is_refused_before_the_body(server):
+    head = (f"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {100 * 1024 * 1024}\r\n\r\n").encode()
+    started = time.perf_counter()
+    answer = raw_exchange(server.port, head)  # not a byte of the body is sent
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert time.perf_counter() - started < 2
+
+
+def test_streamed_body_is_cut_off_at_the_limit(server):
+    """Chunked upload with no Content-Length: the 413 comes while the client is still sending."""
+    head = b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n"
+    piece = b"\x00" * 65536
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    sent = (MAX_UPLOAD_MB + 1) * 16  # one MiB past the limit, and the body never ends (no final chunk)
+    answer = raw_exchange(server.port, head, [chunk] * sent)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_page_and_static_files(server):
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="file"' in page.text and "/static/app.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ("app.js", "style.css"):
+        assert httpx.get(f"{server.url}/static/{name}").status_code == 200
+    assert_problem(httpx.get(server.url + "/static/../service.py"), 404)
+    assert httpx.get(server.url + "/api/colorize").status_code == 405
+
+
+# --- nothing on disk ----------------------------------------------------------------------------------------
+
+
+def test_nothing_from_an_upload_is_written_to_disk(server):
+    photo = encoded(6, 1200, 1600, "JPEG")
+    assert 1024 * 1024 < len(photo) < MAX_UPLOAD_MB * 1024 * 1024  # past Starlette's 1 MiB spooling threshold
+    raw = httpx.post(server.url + "/api/colorize", content=photo, timeout=60)
+    multipart = httpx.post(server.url + "/api/colorize", files={"file": ("big.jpg", photo, "image/jpeg")}, timeout=60)
+    as_png = httpx.post(server.url + "/api/colorize?format=png", content=photo, timeout=60)
+    for response in (raw, multipart, as_png):
+        assert response.status_code == 200, response.text
+        assert open_image(response.content).size == (1600, 1200)
+    assert list(server.sandbox.tmp.iterdir()) == [], "the server wrote to TMPDIR"
+    assert list(server.sandbox.cwd.iterdir()) == [], "the server wrote to its working folder"
+    if os.geteuid() == 0:  # root ignores file modes: make sure the server had no capabilities to do so
+        assert server.sandbox.without_capabilities, "as root, these tests need util-linux's setpriv"
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        assert "CapEff:\t0000000000000000" in status
+    # wand's library lookup at start-up (ctypes.util.find_library runs gcc on a temporary file) is allowed;
+    # from the moment the server is ready, nothing: these are the uploads of every test in this module
+    log = server.log_text()[server.ready_at :]
+    assert DISK_WRITE_MARK not in log, [line for line in log.splitlines() if DISK_WRITE_MARK in line]
+    assert "Traceback" not in log
+    assert httpx.get(server.url + "/healthz").json()["ok"] is True
+
+
+def test_the_sandbox_catches_a_spooled_upload():
+    """The control: Starlette's way of keeping an upload (a SpooledTemporaryFile past 1 MiB) is caught."""
+    sandbox = Sandbox()
+    try:
+        spool = "import tempfile; spool = tempfile.SpooledTemporaryFile(max_size=1024 * 1024); spool.write(bytes(2 << 20))"
+        run = subprocess.run([*sandbox.prefix, sys.executable, "-c", spool], cwd=sandbox.cwd, env=sandbox.env,
+                             capture_output=True, text=True, timeout=60)
+        caught = DISK_WRITE_MARK in run.stderr or run.returncode != 0 or not sandbox.is_clean()
+        assert caught, run.stderr
+    finally:
+        sandbox.remove()
+
+
+# --- overload -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_server(tiny_model_dir):
+    live = LiveServer(tiny_model_dir, "--workers", "1", "--queue", "2", "--max-upload-mb", "20")
+    try:
+        yield live.wait_ready()
+    finally:
+        live.stop()
+
+
+def test_overload_is_answered_503_with_retry_after_promptly(small_server):
+    photo = encoded(7, 1800, 2400, "JPEG")
+    started = time.perf_counter()
+    single = httpx.post(small_server.url + "/api/colorize", content=photo, timeout=60)
+    one_colourisation = time.perf_counter() - started
+    assert single.status_code == 200
+
+    results: list[tuple[int, str | None, float]] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(12)
+
+    def send() -> None:
+        with httpx.Client(timeout=120) as client:
+            gate.wait()
+            begun = time.perf_counter()
+            response = client.post(small_server.url + "/api/colorize", content=photo)
+            outcome = (response.status_code, response.headers.get("retry-after"), time.perf_counter() - begun)
+            if response.status_code == 200:
+                assert open_image(response.content).size == (2400, 1800)
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=send) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    health = httpx.get(small_server.url + "/healthz", timeout=2).json()  # the event loop is free meanwhile
+    for thread in threads:
+        thread.join()
+
+    statuses = sorted(status for status, _, _ in results)
+    assert len(results) == 12 and set(statuses) <= {200, 503}, statuses
+    accepted = [result for result in results if result[0] == 200]
+    refused = [result for result in results if result[0] == 503]
+    assert 1 <= len(accepted) <= 6 and len(refused) >= 6, statuses  # 1 running + 2 waiting at any moment
+    for _, retry_after, seconds in refused:
+        assert retry_after is not None and int(retry_after) >= 1
+        assert seconds < max(0.5, one_colourisation / 2), (seconds, one_colourisation)
+    assert health["ok"] and health["busy"] == 1 and health["queued"] == 2
+    after = httpx.get(small_server.url + "/healthz").json()
+    assert after["ok"] and after["busy"] == 0 and after["queued"] == 0
+    assert small_server.process.poll() is None
+    assert httpx.post(small_server.url + "/api/colorize", content=encoded(8, 64, 64, "PNG"), timeout=30).status_code == 200
