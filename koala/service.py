@@ -49,8 +49,10 @@ logger = logging.getLogger("koala.service")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 DEFAULT_MAX_UPLOAD_MB = 30
-DEFAULT_MAX_PIXELS = 40_000_000
-"""40 MP: a 300-dpi A4 scan is 8.7 MP; each running colourisation of a 40 MP photo needs about 2 GB."""
+DEFAULT_MAX_PIXELS = 25_000_000
+"""25 MP: a 300-dpi A4 scan is 8.7 MP. Debian's ImageMagick policy (memory 256 MiB + map 512 MiB, and disk 0
+here) cannot decode much more than 30 MP at once in one process; each running colourisation of a 25 MP photo
+also needs about 1.5 GB of NumPy/Keras memory."""
 
 MULTIPART_FIELD = "file"
 OUTPUT_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
@@ -399,6 +401,8 @@ def image_error_problem(error: images.ImageError) -> Problem:
     lowered = reason.lower()
     if lowered.startswith("not a supported image"):
         return Problem(415, "This is not a photo Koala can read: send a JPEG, PNG, TIFF, WebP, GIF or BMP image.")
+    if "cache resources exhausted" in lowered:
+        return Problem(413, "The image is too large for this server's image memory: try a smaller one.")
     if "too large" in lowered or "exceeds limit" in lowered or "memory" in lowered:
         return Problem(413, f"The image is too large ({reason}).")
     if lowered.startswith("file is empty"):
@@ -407,6 +411,25 @@ def image_error_problem(error: images.ImageError) -> Problem:
         # wand's generic message: say it plainly
         return Problem(422, "The image is damaged or incomplete and could not be decoded.")
     return Problem(422, f"The image could not be read: {reason}.")
+
+
+def encode_answer(rgb, image_format: str, quality: int) -> bytes:
+    """Encode the answer with Pillow, in memory.
+
+    Not :func:`koala.images.encode_image`: under Debian's ImageMagick policy (memory 256 MiB, map 512 MiB)
+    and with the disk limit at 0, wand aborts the whole process (a C assertion in ResetImagePixels) when
+    it cannot allocate a large image for writing, where Pillow needs only the array's own memory.
+    """
+    import numpy as np
+    from PIL import Image as PILImage
+
+    output = io.BytesIO()
+    picture = PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    if image_format == "JPEG":
+        picture.save(output, "JPEG", quality=quality, optimize=False, subsampling=0 if quality >= 90 else 2)
+    else:
+        picture.save(output, "PNG", compress_level=3)
+    return output.getvalue()
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -483,7 +506,7 @@ class KoalaService:
         except images.ImageError as error:
             raise image_error_problem(error) from None
         coloured = self.colorizer.colorize(rgb)
-        encoded = images.encode_image(coloured, output_format, quality=self.settings.jpeg_quality)
+        encoded = encode_answer(coloured, output_format, self.settings.jpeg_quality)
         return encoded, output_format, rgb.shape[1], rgb.shape[0], input_format
 
     # ---- HTTP --------------------------------------------------------------------------------------
