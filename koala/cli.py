@@ -31,6 +31,7 @@ def _add_prepare(subparsers) -> None:
                         help="'imagenet', a weights file, or 'none' (random weights: pipeline tests only)")
     parser.add_argument("--workers", type=int, default=None, help="parallel decoders (default: all cores)")
     parser.add_argument("--size", type=int, default=DEFAULTS.image_size, help="side of the square training images")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the prepared images")
     parser.set_defaults(handler=_run_prepare)
 
 
@@ -41,6 +42,7 @@ def _run_prepare(arguments) -> int:
     report = prepare(
         arguments.source, arguments.destination, embedder=embedder,
         embedder_weights=_weights(arguments.embedder_weights), workers=arguments.workers, size=arguments.size,
+        quality=arguments.quality,
     )
     return 0 if report.counts.get("train", 0) else 1
 

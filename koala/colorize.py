@@ -56,6 +56,7 @@ class Colorizer:
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.model, self.config = load_head(self.model_path)
         self.size = self.config.image_size
+        self.temperature = self.config.temperature
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder
@@ -72,7 +73,13 @@ class Colorizer:
             inputs = [l_norm, embedding]
         else:
             inputs = l_norm
-        return np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+        from koala.losses import decode_prediction
+
+        output = np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+        ab = decode_prediction(output, self.config.loss, self.temperature)
+        if ab.shape[1:3] != lightness.shape[1:3]:
+            ab = np.stack([color.resize_channels(item, lightness.shape[1:3]) for item in ab])
+        return ab
 
     def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:
         """Colour one L* image (H, W) of any size; returns uint8 sRGB (H, W, 3)."""

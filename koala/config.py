@@ -21,6 +21,9 @@ class ColorizerConfig:
     embedder: str = "efficientnet-lite0"
     embedding_dim: int = 1000
     loss: str = "mse"
+    """mse (the tutorial's), classification (Zhang et al. 2016) or colorful (MSE + missing-chroma penalty)."""
+    temperature: float = 0.38
+    """Annealed-mean temperature for classification models: lower is more vivid, higher more cautious."""
     image_size: int = 256
     # training
     data: str = ""

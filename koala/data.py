@@ -35,6 +35,15 @@ MONOCHROME_SPREAD = 8.0
 of its median colour, or (toned prints, whose chroma follows the lightness) of the line through grey and it. Real colour photos in our samples start at about 12; a sepia JPEG stays under 5."""
 
 
+TONE_SPREAD = 3.0
+"""... and a warm photo is a toned print when 99.5 % of its pixels stay within this distance of the line from
+grey through its median colour. A synthetic sepia scan measures 2.6; warm colour photos (a church, a school
+bus, corn) 3.2 to 7.5 in our samples: a strict limit, so that colour photos are not thrown away."""
+
+SEPIA_HUES = (20.0, 110.0)
+"""Hue angles (degrees in the ab plane) of the tones that toned prints take: red-brown to yellow."""
+
+
 @dataclasses.dataclass
 class PrepareReport:
     added: int = 0
@@ -72,9 +81,14 @@ def monochrome_reason(rgb: np.ndarray) -> str | None:
         # far along the half-line from grey through its median colour, but not across it nor past grey.
         if chroma < 3.0:
             return None
+        # Only warm tones (sepia, brown) are treated as toning: a blue-sky or green-water photo also has
+        # one hue whose chroma follows lightness, and is a colour photo.
+        hue = np.degrees(np.arctan2(centre[1], centre[0]))
+        if not (SEPIA_HUES[0] <= hue <= SEPIA_HUES[1]) or np.percentile(np.hypot(ab[:, 0], ab[:, 1]), 99.5) > 45:
+            return None
         across = np.abs(ab[:, 0] * centre[1] - ab[:, 1] * centre[0]) / chroma
         along = (ab[:, 0] * centre[0] + ab[:, 1] * centre[1]) / chroma
-        if np.percentile(across, 99.5) >= MONOCHROME_SPREAD or np.percentile(along, 0.5) <= -MONOCHROME_SPREAD:
+        if np.percentile(across, 99.5) >= TONE_SPREAD or np.percentile(along, 0.5) <= -MONOCHROME_SPREAD:
             return None
     elif chroma < 3.0:
         return "greyscale or nearly greyscale (no colour to learn from)"
@@ -105,7 +119,7 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare_one(path: Path, target: Path, size: int) -> tuple[int, int]:
+def _prepare_one(path: Path, target: Path, size: int, quality: int = 95) -> tuple[int, int]:
     """Read, check and write one photo; returns its original (width, height). Raises ImageError."""
     rgb = images.read_image(path, shrink_to=2 * size)
     original = _original_size(path, rgb)
@@ -113,7 +127,7 @@ def _prepare_one(path: Path, target: Path, size: int) -> tuple[int, int]:
     reason = monochrome_reason(square)
     if reason:
         raise images.ImageError(path, reason)
-    images.write_image(target, square, quality=95)
+    images.write_image(target, square, quality=quality)
     return original
 
 
@@ -132,6 +146,7 @@ def prepare(
     embedder: str | None = "efficientnet-lite0",
     embedder_weights: str | None = "imagenet",
     size: int = color.IMAGE_SIZE,
+    quality: int = 95,
     workers: int | None = None,
     progress: bool = True,
     log=print,
@@ -145,6 +160,7 @@ def prepare(
         embedder_weights: passed to the embedder (``None`` only for tests).
         size: side of the square training images.
         workers: parallel decoders (default: all cores).
+        quality: JPEG quality of the prepared images (90 makes a set about a third smaller).
 
     Returns:
         A :class:`PrepareReport`; rejected files are also listed in ``rejected.csv``.
@@ -186,7 +202,7 @@ def prepare(
     workers = workers or os.cpu_count() or 1
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(_prepare_one, path, destination / "images" / f"{image_id}.jpg", size): (relative, image_id)
+            pool.submit(_prepare_one, path, destination / "images" / f"{image_id}.jpg", size, quality): (relative, image_id)
             for path, relative, image_id in todo
         }
         bar = tqdm(total=len(futures), desc="prepare", unit="photo", disable=not progress)

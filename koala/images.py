@@ -442,18 +442,26 @@ def resize_exact(rgb_or_grey: np.ndarray, size: int) -> np.ndarray:
 
 
 def encode_image(rgb: np.ndarray, image_format: str, quality: int = 95) -> bytes:
-    """Encode a uint8 RGB array as JPEG or PNG bytes."""
-    from wand.image import Image
+    """Encode a uint8 RGB array as JPEG, PNG, TIFF or WebP bytes, in memory.
 
-    configure_imagemagick()
+    Encoding uses Pillow, not ImageMagick: our own pixels need no defensive decoder, and ImageMagick 6
+    under Debian's memory policy with the disk cache off aborts the whole process (a C assertion, not an
+    exception) when asked to encode images above about 35 MP.
+    """
+    import io
+
+    from PIL import Image as PILImage
+
     image_format = image_format.upper().replace("JPG", "JPEG")
     if image_format not in ("JPEG", "PNG", "TIFF", "WEBP"):
         raise ValueError(f"cannot write format {image_format!r}")
-    with Image.from_array(np.ascontiguousarray(rgb, dtype=np.uint8), channel_map="RGB") as image:
-        image.format = image_format
-        if image_format in ("JPEG", "WEBP"):
-            image.compression_quality = quality
-        return image.make_blob()
+    options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
+    # JPEG keeps Pillow's 4:2:0 chroma subsampling: our colour is upsampled from 256 px anyway.
+    if image_format == "PNG":
+        options["compress_level"] = 3  # fast: large scans, and a few % bigger files at most
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, format=image_format, **options)
+    return buffer.getvalue()
 
 
 def format_for_path(path: str | os.PathLike) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from koala import losses
 from koala.config import ColorizerConfig
 
 
@@ -97,16 +98,19 @@ def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
     x = _conv(64, name="decoder_3")(x)
     x = layers.UpSampling2D(2, name="decoder_up_2")(x)
     x = _conv(32, name="decoder_4")(x)
-    x = _output_layer(config)(x)
-    ab = layers.UpSampling2D(2, name="decoder_up_3", dtype="float32")(x)
     name = "koala_fusion" if config.fusion else "koala_encoder_decoder"
-    return keras.Model(inputs if config.fusion else lightness, ab, name=name)
-
-
-def _output_layer(config: ColorizerConfig) -> layers.Layer:
-    if config.loss in ("mse", "colorful"):
-        return layers.Conv2D(2, 3, padding="same", activation="tanh", name="ab", dtype="float32")
-    raise ValueError(f"unknown loss {config.loss!r}")
+    model_inputs = inputs if config.fusion else lightness
+    if config.loss == "classification":
+        # Zhang et al.'s head: class logits over the in-gamut ab bins, at half the image side; the last
+        # (parameter-free) x2 is left to the ab upsampling of the full-resolution join.
+        classes = len(losses.in_gamut_bins())
+        logits = layers.Conv2D(classes, 1, name="ab_classes", dtype="float32")(x)
+        return keras.Model(model_inputs, logits, name=name)
+    if config.loss not in ("mse", "colorful"):
+        raise ValueError(f"unknown loss {config.loss!r}; choose one of {', '.join(losses.LOSSES)}")
+    x = layers.Conv2D(2, 3, padding="same", activation="tanh", name="ab", dtype="float32")(x)
+    ab = layers.UpSampling2D(2, name="decoder_up_3", dtype="float32")(x)
+    return keras.Model(model_inputs, ab, name=name)
 
 
 def model_inputs(config: ColorizerConfig, lightness, embedding):

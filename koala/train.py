@@ -176,7 +176,7 @@ def _make_callbacks(config, run_dir, train_data, validation, log):
         def _samples(self, number: int) -> dict:
             lightness, embedding, ab = self.sample
             inputs = [lightness, embedding] if config.fusion else lightness
-            predicted_ab = np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+            predicted_ab = ab_from_output(self.model.predict_on_batch(inputs), config, lightness.shape[1:3])
             predicted = [color.postprocess(lightness[i], predicted_ab[i]) for i in range(len(lightness))]
             truth = [color.postprocess(lightness[i], ab[i]) for i in range(len(lightness))]
             predicted_colour = float(np.mean([metrics.colorfulness(image) for image in predicted]))
@@ -266,7 +266,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
                 )
             model.set_weights(source.get_weights())
             log(f"starting from the weights of {config.init_from}")
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(config))
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(config, train_data, run_dir, log))
 
     stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, train_data, validation, log)
     nan_guard = stop_on_nan_class()
@@ -276,6 +276,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     model.fit(
         train_data.batches(initial_epoch, config.epochs),
         steps_per_epoch=train_data.batches_per_epoch,
+        shuffle=False,  # the generator already draws each epoch's order
         validation_data=validation,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
@@ -291,10 +292,38 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     return TrainResult(run_dir, final_state["epoch"], final_state["history"])
 
 
-def _loss(config: ColorizerConfig):
-    if config.loss == "mse":
-        return "mse"
-    raise ValueError(f"unknown loss {config.loss!r}")
+def ab_from_output(output, config: ColorizerConfig, size: tuple[int, int]) -> np.ndarray:
+    """A head's raw output batch as scaled ab (N, height, width, 2) whatever the recipe."""
+    from koala.losses import decode_prediction
+
+    ab = decode_prediction(np.asarray(output, dtype=np.float32), config.loss, config.temperature)
+    if ab.shape[1:3] != tuple(size):
+        ab = np.stack([color.resize_channels(item, size) for item in ab])
+    return ab
+
+
+def class_weights_for(train_data, run_dir: Path, log=print) -> np.ndarray:
+    """Class-rebalancing weights from the training split's ab classes, computed once per run."""
+    from koala import losses
+
+    path = run_dir / "class_weights.npy"
+    if path.exists():
+        return np.load(path)
+    log(f"counting ab classes over {len(train_data.ids)} training images for class rebalancing")
+    ab_images = (color.rgb_to_lab(data.load_prepared_image(train_data.prepared, i))[..., 1:] for i in train_data.ids)
+    weights = losses.rebalancing_weights(losses.class_counts(ab_images))
+    buffer = io.BytesIO()
+    np.save(buffer, weights)
+    images.write_bytes_atomic(path, buffer.getvalue())
+    return weights
+
+
+def _loss(config: ColorizerConfig, train_data=None, run_dir: Path | None = None, log=print):
+    from koala import losses
+
+    if config.loss == "classification":
+        return losses.make_loss("classification", class_weights_for(train_data, run_dir, log))
+    return losses.make_loss(config.loss)
 
 
 def _has_tensorflow() -> bool:
