@@ -100,7 +100,8 @@ def build_trainer(head, config: ColorizerConfig, class_weights: np.ndarray | Non
                 rgb = self.shift(self.zoom(self.flip(rgb, training=True), training=True), training=True)
             lab = self.to_lab(rgb)
             lightness, ab = lab[..., :1], lab[..., 1:]
-            head_inputs = [lightness, inputs["embedding"]] if config.fusion else lightness
+            embedding = ops.cast(ops.convert_to_tensor(inputs["embedding"]), "float32")
+            head_inputs = [lightness, embedding] if config.fusion else lightness
             return {"prediction": self.head(head_inputs, training=training), "target": ab}
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -1,0 +1,84 @@
+"""Train the recipes on one accelerator with the in-memory pipeline and pack compact results.
+
+Used on the lent GPU machine (JAX backend, bfloat16), one call for everything:
+
+    KERAS_BACKEND=jax python scripts/device_train.py --data data/prepared/all --out $OUT --seconds 80
+
+For each recipe it trains for a fixed wall-clock budget (the same for every recipe: a fair comparison),
+then writes ``<recipe>.npz`` holding the head's weights (float16, to fit the transfer limits), its
+config, history and throughput summary. ``scripts/import_device_run.py`` turns them back into model
+folders on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RECIPES = {
+    "fusion-mse": dict(fusion=True, loss="mse"),
+    "fusion-classification": dict(fusion=True, loss="classification"),
+    "fusion-colorful": dict(fusion=True, loss="colorful"),
+    "plain-mse": dict(fusion=False, loss="mse"),
+}
+H100_H200_BF16_DENSE_PEAK_TFLOPS = 989.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--seconds", type=float, default=80.0, help="training budget per recipe (compile included)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false")
+    arguments = parser.parse_args()
+
+    import keras
+    import numpy as np
+
+    from koala.accelerated import train_in_memory
+    from koala.config import ColorizerConfig
+
+    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, devices {keras.distribution.list_devices()}",
+          flush=True)
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in arguments.recipes.split(","):
+        started = time.time()
+        config = ColorizerConfig(
+            data=arguments.data, run_dir=f"/tmp/koala-runs/{name}", epochs=100_000,
+            batch_size=arguments.batch_size, learning_rate=arguments.learning_rate,
+            embedder="efficientnet-lite0", embedder_weights="imagenet", **RECIPES[name],
+        )
+        summary = train_in_memory(config, seconds=arguments.seconds, mixed_precision=arguments.mixed_precision,
+                                  log=lambda message: print(message, flush=True))
+        summary["recipe"] = name
+        summary["mfu_vs_989_tflops"] = summary["train_tflops"] / H100_H200_BF16_DENSE_PEAK_TFLOPS
+        summary["wall_seconds"] = time.time() - started
+        run_dir = Path(config.run_dir)
+        head = keras.saving.load_model(run_dir / "model.keras", compile=False)
+        arrays = {f"weight_{index:03d}": weight.astype(np.float16) for index, weight in enumerate(head.get_weights())}
+        arrays["config_json"] = np.frombuffer((run_dir / "config.json").read_bytes(), dtype=np.uint8)
+        arrays["history_csv"] = np.frombuffer((run_dir / "history.csv").read_bytes(), dtype=np.uint8)
+        arrays["summary_json"] = np.frombuffer(json.dumps(summary).encode(), dtype=np.uint8)
+        if (run_dir / "class_weights.npy").exists():
+            arrays["class_weights"] = np.load(run_dir / "class_weights.npy")
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        (out / f"{name}.npz").write_bytes(buffer.getvalue())
+        print("SUMMARY", json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    raise SystemExit(main())
