@@ -92,21 +92,26 @@ class Colorizer:
 
         Returns a uint8 sRGB array of the photo's size; its L* channel is the photo's lightness.
         """
-        return self.colorize_lightness(color.rgb_to_lightness(to_rgb_array(image)))
+        return self.colorize_batch([image])[0]
 
-    def colorize_batch(self, rgb_images: list[np.ndarray]) -> list[np.ndarray]:
-        """Colour several same-sized or different-sized photos, predicting them in one batch."""
-        lightness = [color.rgb_to_lightness(to_rgb_array(image)) for image in rgb_images]
-        small = np.stack([_resize_lightness(item, self.size) for item in lightness]) if lightness else None
-        if small is None:
+    def colorize_batch(self, photos: list) -> list[np.ndarray]:
+        """Colour several same-sized or different-sized photos, predicting them in one batch.
+
+        Grey photos stay one channel of 8-bit grey levels from decoding to the join (their L* is a table
+        look-up); the network's 256-px input is made from a downscaled copy of the photo (as the
+        training images were), never from a full-size float array.
+        """
+        arrays = [to_grey_or_rgb_array(image) for image in photos]
+        if not arrays:
             return []
+        small = np.stack([color.rgb_to_lightness(images.resize_exact(array, self.size)) for array in arrays])
         ab = self.predict_ab(small)
-        return [color.join_lightness_ab(item, ab[index]) for index, item in enumerate(lightness)]
+        return [_join(array, ab[index]) for index, array in enumerate(arrays)]
 
     def colorize_file(self, source: str | os.PathLike, output: str | os.PathLike, quality: int = 95) -> None:
         """Colour one file and write the result atomically (format from ``output``'s extension)."""
         images.format_for_path(output)
-        result = self.colorize(images.read_image(source))
+        result = self.colorize(images.read_image(source, keep_grey=True))
         images.write_image(output, result, quality=quality)
 
     def colorize_files(
@@ -170,6 +175,24 @@ def _remove_stale_partials(output_dir: Path) -> None:
 
 def _resize_lightness(lightness: np.ndarray, size: int) -> np.ndarray:
     return color.resize_channels(lightness[..., None].astype(np.float32), (size, size))[..., 0]
+
+
+def _join(array: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return color.join_grey_ab(array, ab)
+    return color.join_lightness_ab(color.rgb_to_lightness(array), ab)
+
+
+def to_grey_or_rgb_array(image) -> np.ndarray:
+    """Like :func:`to_rgb_array`, but grey photos come back as uint8 (H, W) grey levels."""
+    if isinstance(image, (str, os.PathLike, bytes)):
+        return images.read_image(image, keep_grey=True)
+    if hasattr(image, "mode") and hasattr(image, "convert") and image.mode == "L":  # PIL grey image
+        return np.asarray(image)
+    array = np.asarray(image)
+    if array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1)):
+        return array.reshape(array.shape[:2])
+    return to_rgb_array(image)
 
 
 def to_rgb_array(image) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""Helpers shared by the benchmarks: generated photos, timing, and a line describing the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def machine() -> str:
+    """CPU model, core count, memory, backend and versions: the line every benchmark prints first."""
+    import keras
+    import psutil
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 1024**3
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM; Python {platform.python_version()}, "
+        f"Keras {keras.__version__} ({keras.backend.backend()}), NumPy {np.__version__}"
+    )
+
+
+def median_seconds(function, repeats: int = 7, warmup: int = 2) -> float:
+    """Median wall time of ``function()`` over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def detailed_photo(height: int, width: int, seed: int = 0, source: str = "astronaut") -> np.ndarray:
+    """A real-looking uint8 RGB photo of any size: a scikit-image photo enlarged, with film-grain noise
+    and a little fine texture (so JPEG sizes and decode times are like a real scan's, not a flat image's)."""
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photo = getattr(skimage.data, source)()
+    # a random crop with the target's aspect ratio, so that photos made from one source differ
+    aspect = width / height
+    crop_height = min(photo.shape[0], int(photo.shape[1] / aspect))
+    crop_height = int(crop_height * rng.uniform(0.75, 1.0))
+    crop_width = int(crop_height * aspect)
+    top = rng.integers(0, photo.shape[0] - crop_height + 1)
+    left = rng.integers(0, photo.shape[1] - crop_width + 1)
+    crop = photo[top : top + crop_height, left : left + crop_width]
+    large = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = 4.0 * np.sin(x / rng.uniform(3, 9)) * np.sin(y / rng.uniform(3, 9))
+    grain = rng.normal(0.0, 5.0, size=(height, width)).astype(np.float32)
+    large += (texture + grain)[..., None]
+    return np.clip(large, 0, 255).astype(np.uint8)
+
+
+def write_grey_jpeg(path: Path, height: int = 3000, width: int = 4000, quality: int = 90, seed: int = 0) -> Path:
+    """A grey (one-channel) JPEG like a scanned black-and-white print."""
+    from PIL import Image
+
+    grey = Image.fromarray(detailed_photo(height, width, seed)).convert("L")
+    grey.save(path, format="JPEG", quality=quality)
+    return path
+
+
+def untrained_model(folder: Path, fusion: bool) -> Path:
+    """An untrained head saved as a model folder (fusion: with the EfficientNet-Lite0 embedder, random weights)."""
+    from koala.config import ColorizerConfig
+    from koala.model import build_colorizer
+    from koala.train import save_head
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if fusion:
+        config = ColorizerConfig(fusion=True, embedder="efficientnet-lite0", embedder_weights="")
+    else:
+        config = ColorizerConfig(fusion=False, embedder="", embedder_weights="")
+    save_head(build_colorizer(config), config, folder / "model.keras")
+    config.save(folder / "config.json")
+    return folder
