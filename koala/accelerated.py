@@ -224,7 +224,8 @@ def _callback_base():
 
 
 class _EpochTimer(_callback_base()):
-    """Times epochs (the first one includes compilation) and stops when the time budget is spent."""
+    """Times epochs and stops when the time budget is spent. The budget starts after the first epoch,
+    which includes compilation (so recipes that compile slowly are not cut short)."""
 
     def __init__(self, seconds: float | None, images_per_epoch: int, log):
         super().__init__()
@@ -240,7 +241,9 @@ class _EpochTimer(_callback_base()):
 
     def on_epoch_end(self, epoch, logs=None):
         self.durations.append(round(time.time() - self.epoch_started, 3))
-        if self.seconds is not None and time.time() - self.started > self.seconds:
+        if epoch == 0:
+            self.started = time.time()
+        elif self.seconds is not None and time.time() - self.started > self.seconds:
             self.model.stop_training = True
 
     def images_per_second(self) -> float:
