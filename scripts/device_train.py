@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--recipes", default=",".join(RECIPES))
-    parser.add_argument("--seconds", type=float, default=80.0, help="training budget per recipe (compile included)")
+    parser.add_argument("--seconds", type=float, default=80.0, help="training budget per recipe, counted after the first (compiling) epoch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false")
