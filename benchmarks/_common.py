@@ -66,11 +66,26 @@ def detailed_photo(height: int, width: int, seed: int = 0, source: str = "astron
     left = rng.integers(0, photo.shape[1] - crop_width + 1)
     crop = photo[top : top + crop_height, left : left + crop_width]
     large = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    texture = 4.0 * np.sin(x / rng.uniform(3, 9)) * np.sin(y / rng.uniform(3, 9))
-    grain = rng.normal(0.0, 5.0, size=(height, width)).astype(np.float32)
-    large += (texture + grain)[..., None]
+    shift = rng.integers(0, 97, size=2)
+    large += np.roll(_detail(height, width), tuple(shift), axis=(0, 1))[..., None]
     return np.clip(large, 0, 255).astype(np.uint8)
+
+
+_DETAIL: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _detail(height: int, width: int) -> np.ndarray:
+    """Film grain and a fine texture (float32, about ±10 levels), made once per size."""
+    if (height, width) not in _DETAIL:
+        rng = np.random.default_rng(1)
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        texture = 4.0 * np.sin(x / 4.3) * np.sin(y / 6.1)
+        _DETAIL[(height, width)] = texture + rng.normal(0.0, 5.0, size=(height, width)).astype(np.float32)
+    return _DETAIL[(height, width)]
+
+
+PHOTO_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+"""scikit-image's bundled colour photos (no download needed)."""
 
 
 def write_grey_jpeg(path: Path, height: int = 3000, width: int = 4000, quality: int = 90, seed: int = 0) -> Path:

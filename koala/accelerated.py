@@ -92,6 +92,11 @@ def build_trainer(head, config: ColorizerConfig, class_weights: np.ndarray | Non
             # multi-scale random crops: zoom in by up to 2x, then shift by up to 15 % of the side
             self.zoom = layers.RandomZoom((-0.5, 0.0), fill_mode="reflect", seed=config.seed + 1, dtype="float32")
             self.shift = layers.RandomTranslation(0.15, 0.15, fill_mode="reflect", seed=config.seed + 2, dtype="float32")
+            if keras.backend.backend() == "jax":
+                # Keras marks these two "not XLA-compatible" (TensorFlow's image op is not), which silently
+                # turns jit_compile off for the whole step: op-by-op execution, and on several devices a
+                # deadlock in the first gradient all-reduce. Under JAX they compile.
+                self.zoom.supports_jit = self.shift.supports_jit = True
             self.to_lab = lab_layer()
 
         def call(self, inputs, training=False):

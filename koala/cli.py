@@ -76,6 +76,12 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
                         help="side of the training images (must match the prepared set)")
     parser.add_argument("--init-from", default="", help="model folder to fine-tune from (e.g. models/default)")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="hold the training split in memory and augment on the device (koala.accelerated: "
+                        "for GPUs/TPUs; no resume, --samples-per-epoch ignored)")
+    parser.add_argument("--distribute", action="store_true",
+                        help="data-parallel over all devices (keras.distribution.DataParallel); needs --in-memory "
+                        "and KERAS_BACKEND=jax")
     parser.set_defaults(handler=_run_train)
 
 
@@ -89,6 +95,22 @@ def _run_train(arguments) -> int:
         augment=arguments.augment, samples_per_epoch=arguments.samples_per_epoch, seed=arguments.seed,
         init_from=arguments.init_from, image_size=arguments.image_size,
     )
+    if arguments.distribute:
+        import keras
+
+        if not arguments.in_memory:
+            raise ValueError("--distribute needs --in-memory (the streaming trainer runs on one device)")
+        if keras.backend.backend() != "jax":
+            raise ValueError(
+                f"--distribute needs the JAX backend (KERAS_BACKEND=jax); this run uses {keras.backend.backend()!r}"
+            )
+    if arguments.in_memory:
+        from koala.accelerated import train_in_memory
+
+        summary = train_in_memory(config, distribute=arguments.distribute)
+        print(f"trained {summary['epochs']} epochs at {summary['images_per_second']:.1f} images/s; "
+              f"model: {os.path.join(arguments.run_dir, 'model.keras')}")
+        return 0
     try:
         result = train(config)
     except TrainingStoppedOnNaN as error:
