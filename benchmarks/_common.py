@@ -31,9 +31,11 @@ def machine() -> str:
     except OSError:
         pass
     memory = psutil.virtual_memory().total / 1024**3
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM; Python {platform.python_version()}, "
-        f"Keras {keras.__version__} ({keras.backend.backend()}), NumPy {np.__version__}"
+        f"Keras {keras.__version__} ({keras.backend.backend()}), NumPy {np.__version__}; "
+        f"load average {load:.1f} at the start (other work on the machine skews absolute figures)"
     )
 
 
