@@ -190,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from koala.images import ImageError
+
+        if not isinstance(error, (OSError, ImageError)):
+            raise
+        # a read-only folder, a full disk, an unreadable file: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
