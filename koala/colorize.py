@@ -133,7 +133,7 @@ class Colorizer:
 
         output_dir = Path(output_dir)
         jobs = images.find_images(list(inputs))
-        _remove_stale_partials(output_dir)
+        remove_stale_partials(output_dir)
         results: list[ColorizeResult] = []
         bar = tqdm(jobs, desc="colorize", unit="photo", disable=not progress)
         for source, relative in bar:
@@ -145,8 +145,11 @@ class Colorizer:
                 self.colorize_file(source, target)
             except images.ImageError as error:
                 bar.clear()  # the error gets a line of its own, not the end of the progress bar's
-                log(f"error: {error}")
-                results.append(ColorizeResult(str(source), None, "failed", str(error)))
+                message = str(error)
+                if error.source != str(source):  # a write failed: name the photo and the output
+                    message = f"{source}: could not write {error.source}: {error.reason}"
+                log(f"error: {message}")
+                results.append(ColorizeResult(str(source), None, "failed", message))
                 continue
             results.append(ColorizeResult(str(source), str(target), "done"))
         return results
@@ -162,7 +165,7 @@ def _output_suffix(source: Path, output_format: str) -> str:
     raise ValueError(f"unknown output format {output_format!r} (auto, jpg or png)")
 
 
-def _remove_stale_partials(output_dir: Path) -> None:
+def remove_stale_partials(output_dir: Path) -> None:
     """Delete temporary files left by a run that was killed while writing."""
     if not output_dir.exists():
         return

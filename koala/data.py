@@ -173,6 +173,8 @@ def prepare(
     if destination.resolve() == source.resolve() or source.resolve() in destination.resolve().parents:
         raise ValueError(f"{destination}: the prepared set must not be inside the source folder")
     (destination / "images").mkdir(parents=True, exist_ok=True)
+    for partial in (destination / "images").glob(".*.part"):  # left by a run killed while writing
+        partial.unlink(missing_ok=True)
     images.configure_imagemagick()
     report = PrepareReport()
 

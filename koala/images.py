@@ -28,6 +28,7 @@ import os
 import re
 import struct
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -52,8 +53,15 @@ MAGICK_LIMITS = {
     "area": MAX_PIXELS * 2,
     "width": MAX_SIDE,
     "height": MAX_SIDE,
-    "time": 120,
+    # ImageMagick 6's "time" limit is not per image: it counts from the process's first pixel operation
+    # and then ends the whole process with a fatal error ("time limit exceeded"), so a fixed 120 s would kill
+    # the web service or a long batch run 120 s after its first photo. Changing it later restarts that clock,
+    # which races with other threads' decodes (a fatal error at once). So it is set once, to 30 days: decode
+    # time per image is bounded instead by the pixel, area, memory and map limits above.
+    "time": 30 * 24 * 3600,
 }
+
+
 
 # Magic numbers of the formats we accept, mapped to ImageMagick's coder name.
 _SIGNATURES = (
@@ -76,6 +84,7 @@ _ERROR_EXCEPTION = 400
 _HARMLESS_WARNINGS = ("extraneous bytes before marker",)
 
 _limits_configured = False
+_limits_lock = threading.Lock()
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -96,9 +105,12 @@ def configure_imagemagick() -> None:
         return
     from wand.resource import limits
 
-    for name, value in MAGICK_LIMITS.items():
-        limits[name] = value
-    _limits_configured = True
+    with _limits_lock:  # once per process, before any thread decodes (see MAGICK_LIMITS["time"])
+        if _limits_configured:
+            return
+        for name, value in MAGICK_LIMITS.items():
+            limits[name] = value
+        _limits_configured = True
 
 
 def sniff_format(header: bytes) -> str | None:

@@ -6,28 +6,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import pytest
 
-
-def make_photo(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
-    """A colourful synthetic photo: smooth colour gradients, a few coloured discs, some texture."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack(
-        [
-            0.5 + 0.4 * np.sin(x / width * np.pi * rng.uniform(1, 3) + rng.uniform(0, 6)),
-            0.5 + 0.4 * np.sin(y / height * np.pi * rng.uniform(1, 3) + rng.uniform(0, 6)),
-            0.5 + 0.4 * np.cos((x + y) / (width + height) * np.pi * rng.uniform(1, 3)),
-        ],
-        axis=-1,
-    )
-    for _ in range(4):
-        cy, cx, radius = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(8, 30)
-        mask = (y - cy) ** 2 + (x - cx) ** 2 < radius**2
-        base[mask] = rng.uniform(0, 1, size=3)
-    base += rng.normal(0, 0.02, size=base.shape)
-    return (np.clip(base, 0, 1) * 255).astype(np.uint8)
+from tests.make_bad_inputs import make_photo  # noqa: F401  (the one synthetic-photo generator; tests import it from here)
 
 
 @pytest.fixture(scope="session")

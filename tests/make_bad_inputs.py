@@ -46,7 +46,8 @@ class Expected:
 
 
 def make_photo(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
-    """A colourful synthetic photo (the same generator as tests/conftest.py)."""
+    """A colourful synthetic photo: smooth colour gradients, a few coloured discs, some texture (the
+    tests' one generator; tests/conftest.py re-exports it)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack(

@@ -95,7 +95,40 @@ def test_imagemagick_limits_are_set_from_code():
     for name, value in images.MAGICK_LIMITS.items():
         # A system policy (policy.xml) may only lower a limit further.
         assert limits[name] <= value, name
-    assert limits["width"] <= images.MAX_SIDE and limits["time"] <= 120 and limits["disk"] == 0
+    assert limits["width"] <= images.MAX_SIDE and limits["disk"] == 0
+    assert limits["time"] == images.MAGICK_LIMITS["time"]
+
+
+def test_the_time_limit_cannot_end_a_long_running_process():
+    """ImageMagick 6 counts its time limit from the process's first pixel operation and then *ends the process*
+    ("time limit exceeded", exit status 1): with the 120 s we first set, `koala serve` and long batch runs died
+    120 s after their first photo. It must be set once and long (changing it restarts the clock, which races
+    with other threads' decodes)."""
+    from wand.resource import limits
+
+    images.configure_imagemagick()
+    assert limits["time"] >= 7 * 24 * 3600
+    before = limits["time"]
+    images.read_image(images.encode_image(np.full((8, 8, 3), 50, np.uint8), "PNG"))
+    assert limits["time"] == before  # reading never touches it
+
+
+def test_threads_reading_at_once_do_not_crash_the_process(tmp_path):
+    """Many threads decoding at once in a fresh process (as prepare and the service do) survive."""
+    import subprocess
+    import sys
+
+    for index in range(16):
+        images.write_image(tmp_path / f"{index}.jpg", np.full((300, 400, 3), index * 10, np.uint8))
+    script = (
+        "import concurrent.futures, pathlib; from koala import images\n"
+        f"paths = sorted(pathlib.Path({str(tmp_path)!r}).glob('*.jpg')) * 8\n"
+        "with concurrent.futures.ThreadPoolExecutor(8) as pool:\n"
+        "    shapes = list(pool.map(images.read_image, paths))\n"
+        "print(len(shapes))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "128", result.stderr[-500:]
 
 
 def test_imagemagick_limits_take_effect(tmp_path):

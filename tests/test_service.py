@@ -409,7 +409,8 @@ def test_overload_is_answered_503_with_retry_after_promptly(small_server):
         assert seconds < max(0.5, one_colourisation / 2), (seconds, one_colourisation)
     assert samples and all(sample["ok"] for sample in samples)
     assert max(sample["busy"] for sample in samples) == 1  # never more than N = 1 at once
-    assert max(sample["queued"] for sample in samples) <= 2  # never more than Q = 2 waiting
+    # never more than N + Q = 3 admitted (between one job ending and the next starting, all 3 may be waiting)
+    assert max(sample["busy"] + sample["queued"] for sample in samples) <= 3
     assert any(sample["busy"] == 1 for sample in samples)
     after = httpx.get(small_server.url + "/healthz").json()
     assert after["ok"] and after["busy"] == 0 and after["queued"] == 0
