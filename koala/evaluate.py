@@ -83,17 +83,11 @@ class ImageEvaluation:
 
 
 @dataclasses.dataclass
-class SummaryRow:
+class SummaryRow(metrics.ImageMetrics):
     """One row of the summary table: the averages of one method (the model, or the grey baseline)."""
 
-    method: str
-    images: int
-    psnr: float
-    ssim: float
-    auc: float
-    colorfulness: float
-    true_colorfulness: float
-    colorfulness_ratio: float
+    method: str = ""
+    images: int = 0
 
 
 @dataclasses.dataclass
