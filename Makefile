@@ -12,6 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-packages:
 	@if command -v apt-get >/dev/null 2>&1; then \
 	  missing=$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	  $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing system packages:" $$missing; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
