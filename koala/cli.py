@@ -68,7 +68,8 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--embedder", default=DEFAULTS.embedder, help="efficientnet-lite0 or inception-resnet-v2")
     parser.add_argument("--embedder-weights", default=DEFAULTS.embedder_weights,
                         help="weights the embeddings were computed with (recorded for colorize)")
-    parser.add_argument("--loss", default=DEFAULTS.loss, help="training loss")
+    parser.add_argument("--loss", default=DEFAULTS.loss, choices=("mse", "classification", "colorful"),
+                        help="mse (the tutorial's), classification (Zhang et al. 2016), colorful (MSE + missing chroma)")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="no flips or random crops")
     parser.add_argument("--samples-per-epoch", type=int, default=DEFAULTS.samples_per_epoch,
                         help="training images drawn per epoch (0: one pass over the training split)")
@@ -134,13 +135,17 @@ def _add_colorize(subparsers) -> None:
                         help="output format; auto keeps JPEG as JPEG and writes PNG otherwise")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--embedder-weights", default=None, help="override the embedder weights (e.g. a local .h5)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="classification models only: annealed-mean temperature (lower = more vivid; "
+                        "default: the model's)")
     parser.set_defaults(handler=_run_colorize)
 
 
 def _run_colorize(arguments) -> int:
     from koala.colorize import Colorizer
 
-    colorizer = Colorizer(arguments.model, embedder_weights=arguments.embedder_weights)
+    colorizer = Colorizer(arguments.model, embedder_weights=arguments.embedder_weights,
+                          temperature=arguments.temperature)
     results = colorizer.colorize_files(
         arguments.inputs, arguments.output, output_format=arguments.format, overwrite=arguments.overwrite,
         log=lambda message: print(message, file=sys.stderr),

@@ -43,6 +43,8 @@ class Colorizer:
         model_path: a model folder (``model.keras`` + ``config.json``); default :func:`default_model_path`.
         embedder_weights: override the embedder weights recorded in the model's config (e.g. a local
             Inception-ResNet-v2 ``.h5`` file).
+        temperature: for classification models, the annealed-mean temperature (lower is more vivid);
+            default: the model's config.
 
     Example::
 
@@ -50,13 +52,20 @@ class Colorizer:
         rgb = colorizer.colorize("grandad-1943.jpg")   # uint8 array, same size as the photo
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, embedder_weights: str | None = None):
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        embedder_weights: str | None = None,
+        temperature: float | None = None,
+    ):
         from koala.train import load_head
 
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.model, self.config = load_head(self.model_path)
         self.size = self.config.image_size
-        self.temperature = self.config.temperature
+        self.temperature = self.config.temperature if temperature is None else temperature
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder

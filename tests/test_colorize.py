@@ -58,3 +58,20 @@ def test_folder_run_skips_finished_files_and_reports_failures(colorizer, photo_f
     assert {path: path.stat().st_mtime_ns for path in outputs} == stamps
     for path in outputs:
         assert images.read_image(path).shape[:2] == images.read_image(inputs / path.name).shape[:2]
+
+
+def test_temperature_changes_a_classification_model_and_is_checked(tmp_path):
+    from koala.config import ColorizerConfig
+    from koala.model import build_colorizer
+    from koala.train import save_head
+
+    config = ColorizerConfig(fusion=False, image_size=64, loss="classification")
+    save_head(build_colorizer(config), config, tmp_path / "model.keras")
+    config.save(tmp_path / "config.json")
+    grey = np.full((40, 50), 120, np.uint8)
+    vivid = Colorizer(tmp_path, temperature=0.05).colorize(grey)
+    cautious = Colorizer(tmp_path, temperature=5.0).colorize(grey)
+    assert vivid.shape == cautious.shape == (40, 50, 3)
+    assert not np.array_equal(vivid, cautious)
+    with pytest.raises(ValueError, match="temperature"):
+        Colorizer(tmp_path, temperature=0)
