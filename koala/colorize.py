@@ -82,13 +82,10 @@ class Colorizer:
             inputs = [l_norm, embedding]
         else:
             inputs = l_norm
-        from koala.losses import decode_prediction
+        from koala.train import ab_from_output
 
-        output = np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
-        ab = decode_prediction(output, self.config.loss, self.temperature)
-        if ab.shape[1:3] != lightness.shape[1:3]:
-            ab = np.stack([color.resize_channels(item, lightness.shape[1:3]) for item in ab])
-        return ab
+        output = self.model.predict_on_batch(inputs)
+        return ab_from_output(output, self.config, lightness.shape[1:3], self.temperature)
 
     def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:
         """Colour one L* image (H, W) of any size; returns uint8 sRGB (H, W, 3)."""

@@ -358,7 +358,6 @@ class ColorDataset(_py_dataset_base()):
         shuffle: bool = False,
         seed: int = 0,
         samples_per_epoch: int = 0,
-        first_epoch: int = 0,
         workers: int = 1,
         **kwargs,
     ):
@@ -386,7 +385,6 @@ class ColorDataset(_py_dataset_base()):
                 raise ValueError(f"{self.prepared}: {len(missing)} images have no {embedder} embedding; prepare again")
             self.embedding_rows = rows
             self.embeddings = np.load(embedding_paths(prepared, embedder)[0], mmap_mode="r")
-        self.epoch = first_epoch
         self._orders: dict[int, np.ndarray] = {}
 
     def order_for(self, epoch: int) -> np.ndarray:
@@ -404,16 +402,9 @@ class ColorDataset(_py_dataset_base()):
         return self._orders[epoch]
 
     @property
-    def order(self) -> np.ndarray:
-        return self.order_for(self.epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Which epoch ``dataset[index]`` serves."""
-        self.epoch = epoch
-
-    @property
     def batches_per_epoch(self) -> int:
-        return (len(self.order_for(self.epoch)) + self.batch_size - 1) // self.batch_size
+        count = self.samples_per_epoch or len(self.ids)
+        return (count + self.batch_size - 1) // self.batch_size
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -427,15 +418,14 @@ class ColorDataset(_py_dataset_base()):
                 lightness, embedding, ab = self.load_batch(index, epoch)
                 yield (lightness, ab) if embedding is None else ((lightness, embedding), ab)
 
-    def load_batch(self, index: int, epoch: int | None = None):
-        """Batch ``index`` of ``epoch`` (default: the current one) as float32 (lightness, embedding or None, ab).
+    def load_batch(self, index: int, epoch: int = 0):
+        """Batch ``index`` of ``epoch`` as float32 (lightness, embedding or None, ab).
 
-        What a batch holds depends only on (seed, epoch, index).
+        What a batch holds depends only on (seed, epoch, index). ``dataset[index]`` (validation, as a
+        Keras PyDataset) serves epoch 0.
         """
-        epoch = self.epoch if epoch is None else epoch
-        position = index
-        positions = self.order_for(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, epoch, position, 7])
+        positions = self.order_for(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, index, 7])
         lightness, ab, embedding = [], [], []
         for item in positions:
             image_id = self.ids[item]

@@ -245,7 +245,6 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     train_data = data.ColorDataset(
         config.data, "train", batch_size=config.batch_size, embedder=embedder, augment_images=config.augment,
         shuffle=True, seed=config.seed, samples_per_epoch=config.samples_per_epoch,
-        first_epoch=initial_epoch, workers=1,
     )
     if len(train_data.ids) == 0:
         raise ValueError(f"{config.data}: the training split is empty")
@@ -292,11 +291,15 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     return TrainResult(run_dir, final_state["epoch"], final_state["history"])
 
 
-def ab_from_output(output, config: ColorizerConfig, size: tuple[int, int]) -> np.ndarray:
-    """A head's raw output batch as scaled ab (N, height, width, 2) whatever the recipe."""
+def ab_from_output(
+    output, config: ColorizerConfig, size: tuple[int, int], temperature: float | None = None
+) -> np.ndarray:
+    """A head's raw output batch as scaled ab (N, height, width, 2) whatever the recipe (classification
+    heads are decoded with ``temperature``, default the config's, and resized from their half-size grid)."""
     from koala.losses import decode_prediction
 
-    ab = decode_prediction(np.asarray(output, dtype=np.float32), config.loss, config.temperature)
+    temperature = config.temperature if temperature is None else temperature
+    ab = decode_prediction(np.asarray(output, dtype=np.float32), config.loss, temperature)
     if ab.shape[1:3] != tuple(size):
         ab = np.stack([color.resize_channels(item, size) for item in ab])
     return ab
