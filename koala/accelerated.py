@@ -81,7 +81,7 @@ def build_trainer(head, config: ColorizerConfig, class_weights: np.ndarray | Non
     """Wrap ``head`` in a model that takes ``{"rgb": uint8, "embedding": ...}`` and computes its own loss."""
     keras, layers, ops = _layers()
     lab_layer = _lab_layer_class()
-    loss = losses.make_loss(config.loss, class_weights)
+    loss = losses.make_loss(config.loss, class_weights, config.colorful_weight)
     loss_function = losses.mse_loss if loss == "mse" else loss
 
     class ColorizerTrainer(keras.Model):
@@ -116,6 +116,20 @@ def build_trainer(head, config: ColorizerConfig, class_weights: np.ndarray | Non
     return ColorizerTrainer()
 
 
+def _whole_batches(photos: np.ndarray, embeddings: np.ndarray | None, batch_size: int, seed: int, log):
+    """Top the split up to a whole number of batches with copies of randomly chosen photos, so that every
+    step has the same shape: a last, smaller batch would make XLA compile the whole step a second time."""
+    remainder = len(photos) % batch_size
+    if remainder == 0 or len(photos) < batch_size:
+        return photos, embeddings
+    extra = np.random.default_rng(seed).choice(len(photos), batch_size - remainder, replace=False)
+    log(f"repeating {len(extra)} photos to make whole batches of {batch_size}")
+    photos = np.concatenate([photos, photos[extra]])
+    if embeddings is not None:
+        embeddings = np.concatenate([embeddings, embeddings[extra]])
+    return photos, embeddings
+
+
 def model_flops_per_image(head, image_size: int) -> float:
     """Forward FLOPs (2 × multiply-adds) of the head's convolutions for one image."""
     total = 0.0
@@ -132,11 +146,20 @@ def train_in_memory(
     config: ColorizerConfig,
     *,
     seconds: float | None = None,
+    deadline: float | None = None,
+    cosine: bool = False,
+    validate_every: int = 1,
     mixed_precision: bool = False,
     distribute: bool = False,
     log=print,
 ) -> dict:
-    """Train ``config`` with the in-memory pipeline; stop after ``config.epochs`` or ``seconds``.
+    """Train ``config`` with the in-memory pipeline; stop after ``config.epochs``, after ``seconds`` of
+    training (counted from the end of the first, compiling epoch) or at the wall-clock time ``deadline``
+    (``time.time()`` seconds), whichever comes first.
+
+    ``cosine``: the learning rate follows a cosine from ``config.learning_rate`` down to 5 % of it over
+    the time budget or ``config.epochs``, whichever runs out first (in time as well as epochs, since the
+    number of steps a time budget buys is not known in advance). ``validate_every``: validate on every n-th epoch only.
 
     Writes ``model.keras`` (the head), ``config.json`` and ``history.csv`` to ``config.run_dir`` and
     returns a summary (images/s, epochs, history, model FLOP utilisation inputs).
@@ -163,6 +186,7 @@ def train_in_memory(
         except ValueError:
             validation = None
         log(f"loaded {len(ids)} training photos ({photos.nbytes / 1e6:.0f} MB) into memory")
+        photos, embeddings = _whole_batches(photos, embeddings, config.batch_size, config.seed, log)
         head = build_colorizer(config)
         if config.init_from:
             from koala.train import load_head
@@ -171,9 +195,11 @@ def train_in_memory(
         class_weights = None
         if config.loss == "classification":
             train_view = data.ColorDataset(config.data, "train")
-            class_weights = class_weights_for(train_view, run_dir, log)
+            class_weights = class_weights_for(train_view, run_dir, log, config.rebalance)
         trainer = build_trainer(head, config, class_weights, augment=config.augment)
         trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=True)
+        log(f"jit_compile={trainer.jit_compile}, dtype policy {keras.mixed_precision.global_policy().name}, "
+            f"batch {config.batch_size}")
 
         def inputs(photo_array, embedding_array):
             values = {"rgb": photo_array}
@@ -185,16 +211,14 @@ def train_in_memory(
 
         x = inputs(photos, embeddings)
         validation_data = (inputs(validation[0], validation[1]),) if validation else None
-        timer = _EpochTimer(seconds, len(ids), log)
-        history = trainer.fit(
+        timer = _EpochTimer(seconds, len(photos), log, deadline=deadline,
+                            base_learning_rate=config.learning_rate if cosine else None,
+                            total_epochs=config.epochs if config.epochs < 100_000 else None)
+        trainer.fit(
             x, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=2,
-            validation_data=validation_data, callbacks=[timer],
-        ).history
-        rows = [
-            {"epoch": index + 1, **{key: float(values[index]) for key, values in history.items()},
-             "seconds": timer.durations[index]}
-            for index in range(len(timer.durations))
-        ]
+            validation_data=validation_data, validation_freq=max(1, validate_every), callbacks=[timer],
+        )
+        rows = [{"epoch": index + 1, **row} for index, row in enumerate(timer.rows)]
         config = config.replace(epochs=len(rows))
         config.save(run_dir / "config.json")
         keras.mixed_precision.set_global_policy("float32")
@@ -207,6 +231,7 @@ def train_in_memory(
         summary = {
             "epochs": len(rows),
             "train_images": len(ids),
+            "images_per_epoch": len(photos),
             "images_per_second": timer.images_per_second(),
             "forward_gflop_per_image": flops / 1e9,
             "train_tflops": 3 * flops * timer.images_per_second() / 1e12,
@@ -229,28 +254,65 @@ def _callback_base():
 
 
 class _EpochTimer(_callback_base()):
-    """Times epochs and stops when the time budget is spent. The budget starts after the first epoch,
-    which includes compilation (so recipes that compile slowly are not cut short)."""
+    """Times epochs, records each epoch's logs, optionally anneals the learning rate over the time
+    budget, and stops when the budget is spent. The budget starts after the first epoch, which includes
+    compilation (so recipes that compile slowly are not cut short)."""
 
-    def __init__(self, seconds: float | None, images_per_epoch: int, log):
+    def __init__(self, seconds: float | None, images_per_epoch: int, log, deadline: float | None = None,
+                 base_learning_rate: float | None = None, floor: float = 0.05, total_epochs: int | None = None):
         super().__init__()
+        self.total_epochs = total_epochs
         self.seconds = seconds
+        self.deadline = deadline
+        self.base_learning_rate = base_learning_rate
+        self.floor = floor
         self.images_per_epoch = images_per_epoch
-        self.durations: list[float] = []
+        self.rows: list[dict] = []
         self.log = log
         self.started = time.time()
+        self.end: float | None = deadline
         self.epoch_started = 0.0
+        self.learning_rate = base_learning_rate
+
+    @property
+    def durations(self) -> list[float]:
+        return [row["seconds"] for row in self.rows]
+
+    def _set_learning_rate(self, epoch: int) -> None:
+        if self.base_learning_rate is None or (self.end is None and not self.total_epochs) or epoch == 0:
+            return
+        fraction = 0.0 if self.end is None else (time.time() - self.started) / max(self.end - self.started, 1e-9)
+        if self.total_epochs:
+            fraction = max(fraction, epoch / self.total_epochs)
+        fraction = min(1.0, max(0.0, fraction))
+        scale = self.floor + (1.0 - self.floor) * 0.5 * (1.0 + np.cos(np.pi * fraction))
+        self.learning_rate = self.base_learning_rate * float(scale)
+        self.model.optimizer.learning_rate = self.learning_rate
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._set_learning_rate(epoch)
         self.epoch_started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.durations.append(round(time.time() - self.epoch_started, 3))
+        now = time.time()
+        row = {key: float(value) for key, value in (logs or {}).items()}
+        row.update(seconds=round(now - self.epoch_started, 3), ended_at=round(now, 3),
+                   validated=int("val_loss" in row))
+        if self.learning_rate is not None:
+            row["learning_rate"] = self.learning_rate
+        self.rows.append(row)
         if epoch == 0:
-            self.started = time.time()
-        elif self.seconds is not None and time.time() - self.started > self.seconds:
+            self.started = now
+            if self.seconds is not None:
+                self.end = min(self.end, now + self.seconds) if self.end is not None else now + self.seconds
+        elif self.end is not None and now >= self.end:
+            self.model.stop_training = True
+        if self.deadline is not None and now >= self.deadline:
             self.model.stop_training = True
 
     def images_per_second(self) -> float:
-        steady = self.durations[1:] if len(self.durations) > 1 else self.durations
+        """Steady training throughput: epochs after the first, without a validation pass."""
+        steady = [row["seconds"] for row in self.rows[1:] if not row["validated"]]
+        if not steady:
+            steady = [row["seconds"] for row in (self.rows[1:] or self.rows)]
         return self.images_per_epoch * len(steady) / max(sum(steady), 1e-9)

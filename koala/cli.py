@@ -70,6 +70,11 @@ def _add_train(subparsers) -> None:
                         help="weights the embeddings were computed with (recorded for colorize)")
     parser.add_argument("--loss", default=DEFAULTS.loss, choices=("mse", "classification", "colorful"),
                         help="mse (the tutorial's), classification (Zhang et al. 2016), colorful (MSE + missing chroma)")
+    parser.add_argument("--rebalance", type=float, default=DEFAULTS.rebalance,
+                        help="classification: share of uniform mixed into the class frequencies before weighting "
+                        "(0.5 = Zhang et al.'s rebalancing, 1 = none)")
+    parser.add_argument("--colorful-weight", type=float, default=DEFAULTS.colorful_weight,
+                        help="colorful loss: weight of the missing-chroma penalty")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="no flips or random crops")
     parser.add_argument("--samples-per-epoch", type=int, default=DEFAULTS.samples_per_epoch,
                         help="training images drawn per epoch (0: one pass over the training split)")
@@ -95,6 +100,7 @@ def _run_train(arguments) -> int:
         embedder_weights=_weights(arguments.embedder_weights) or "", loss=arguments.loss,
         augment=arguments.augment, samples_per_epoch=arguments.samples_per_epoch, seed=arguments.seed,
         init_from=arguments.init_from, image_size=arguments.image_size,
+        rebalance=arguments.rebalance, colorful_weight=arguments.colorful_weight,
     )
     if arguments.distribute:
         import keras

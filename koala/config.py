@@ -26,6 +26,11 @@ class ColorizerConfig:
     """Annealed-mean temperature for classification models: lower is more vivid, higher more cautious."""
     image_size: int = 256
     # training
+    rebalance: float = 0.5
+    """Classification: Zhang et al.'s λ, the share of uniform mixed into the class frequencies before
+    inverting them (0.5 in the paper: rare, saturated colours weigh more); 1.0 = every class weighs 1."""
+    colorful_weight: float = 0.5
+    """Colorful loss: the weight of the missing-chroma penalty beside MSE."""
     data: str = ""
     run_dir: str = ""
     epochs: int = 20

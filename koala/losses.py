@@ -73,12 +73,16 @@ def soft_encode_numpy(ab: np.ndarray, bins: np.ndarray | None = None) -> np.ndar
     return out.reshape(ab.shape[:-1] + (len(bins),))
 
 
-def rebalancing_weights(bin_counts: np.ndarray, bins: np.ndarray | None = None) -> np.ndarray:
+def rebalancing_weights(bin_counts: np.ndarray, bins: np.ndarray | None = None,
+                        mix: float = REBALANCE_LAMBDA) -> np.ndarray:
     """Per-class weights from class counts over the training set (Zhang et al.'s eq. 3-4).
 
     The empirical distribution is smoothed with a Gaussian (σ = 5) in ab space, mixed with uniform
-    (λ = 0.5), inverted, and scaled so that its expectation under the empirical distribution is 1.
+    (``mix`` = λ, 0.5 in the paper; 1 gives equal weights, no rebalancing), inverted, and scaled so
+    that its expectation under the empirical distribution is 1.
     """
+    if not 0.0 < mix <= 1.0:
+        raise ValueError(f"rebalancing mix must be in (0, 1], got {mix}")
     bins = in_gamut_bins() if bins is None else bins
     probability = bin_counts.astype(np.float64) / max(1.0, float(bin_counts.sum()))
     squared = ((bins[:, None, :] - bins[None]) ** 2).sum(-1)
@@ -86,7 +90,7 @@ def rebalancing_weights(bin_counts: np.ndarray, bins: np.ndarray | None = None) 
     kernel /= kernel.sum(1, keepdims=True)
     smoothed = kernel @ probability
     smoothed /= smoothed.sum()
-    weights = 1.0 / ((1 - REBALANCE_LAMBDA) * smoothed + REBALANCE_LAMBDA / len(bins))
+    weights = 1.0 / ((1 - mix) * smoothed + mix / len(bins))
     weights /= (probability * weights).sum() if probability.sum() > 0 else weights.mean()
     return weights.astype(np.float32)
 
@@ -216,12 +220,12 @@ class ClassificationLoss(_keras_loss_base()):
         return {**super().get_config(), "class_weights": [float(value) for value in self.class_weights]}
 
 
-def make_loss(name: str, class_weights=None):
+def make_loss(name: str, class_weights=None, colorful_weight: float = COLORFUL_WEIGHT):
     """The Keras loss for a recipe name (``mse``, ``classification``, ``colorful``)."""
     if name == "mse":
         return "mse"
     if name == "colorful":
-        return ColorfulLoss()
+        return ColorfulLoss(colorful_weight)
     if name == "classification":
         return ClassificationLoss(class_weights)
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")

@@ -305,8 +305,9 @@ def ab_from_output(
     return ab
 
 
-def class_weights_for(train_data, run_dir: Path, log=print) -> np.ndarray:
-    """Class-rebalancing weights from the training split's ab classes, computed once per run."""
+def class_weights_for(train_data, run_dir: Path, log=print, mix: float = 0.5) -> np.ndarray:
+    """Class-rebalancing weights from the training split's ab classes, computed once per run
+    (``mix``: see :attr:`ColorizerConfig.rebalance`)."""
     from koala import losses
 
     path = run_dir / "class_weights.npy"
@@ -314,7 +315,7 @@ def class_weights_for(train_data, run_dir: Path, log=print) -> np.ndarray:
         return np.load(path)
     log(f"counting ab classes over {len(train_data.ids)} training images for class rebalancing")
     ab_images = (color.rgb_to_lab(data.load_prepared_image(train_data.prepared, i))[..., 1:] for i in train_data.ids)
-    weights = losses.rebalancing_weights(losses.class_counts(ab_images))
+    weights = losses.rebalancing_weights(losses.class_counts(ab_images), mix=mix)
     buffer = io.BytesIO()
     np.save(buffer, weights)
     images.write_bytes_atomic(path, buffer.getvalue())
@@ -325,8 +326,8 @@ def _loss(config: ColorizerConfig, train_data=None, run_dir: Path | None = None,
     from koala import losses
 
     if config.loss == "classification":
-        return losses.make_loss("classification", class_weights_for(train_data, run_dir, log))
-    return losses.make_loss(config.loss)
+        return losses.make_loss("classification", class_weights_for(train_data, run_dir, log, config.rebalance))
+    return losses.make_loss(config.loss, colorful_weight=config.colorful_weight)
 
 
 def _has_tensorflow() -> bool:

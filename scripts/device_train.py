@@ -27,6 +27,13 @@ RECIPES = {
     "fusion-classification": dict(fusion=True, loss="classification"),
     "fusion-colorful": dict(fusion=True, loss="colorful"),
     "plain-mse": dict(fusion=False, loss="mse"),
+    # longer runs (issue 10): classification without rebalancing (its annealed-mean temperature is then a
+    # dial from the MSE-like mean to vivid modes), and the colourful loss with a lighter penalty
+    "plain-classification-flat": dict(fusion=False, loss="classification", rebalance=1.0),
+    "plain-classification": dict(fusion=False, loss="classification"),
+    "fusion-classification-flat": dict(fusion=True, loss="classification", rebalance=1.0),
+    "plain-colorful-light": dict(fusion=False, loss="colorful", colorful_weight=0.2),
+    "plain-colorful-lighter": dict(fusion=False, loss="colorful", colorful_weight=0.1),
 }
 H100_H200_BF16_DENSE_PEAK_TFLOPS = 989.0
 
@@ -37,6 +44,11 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--seconds", type=float, default=80.0, help="training budget per recipe, counted after the first (compiling) epoch")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="stop training at this time (seconds since the epoch, as `date +%%s` prints)")
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the time budget")
+    parser.add_argument("--validate-every", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=100_000, help="at most this many epochs")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false")
@@ -55,13 +67,17 @@ def main() -> int:
     for name in arguments.recipes.split(","):
         started = time.time()
         config = ColorizerConfig(
-            data=arguments.data, run_dir=f"/tmp/koala-runs/{name}", epochs=100_000,
+            data=arguments.data, run_dir=f"/tmp/koala-runs/{name}", epochs=arguments.epochs,
             batch_size=arguments.batch_size, learning_rate=arguments.learning_rate,
             embedder="efficientnet-lite0", embedder_weights="imagenet", **RECIPES[name],
         )
-        summary = train_in_memory(config, seconds=arguments.seconds, mixed_precision=arguments.mixed_precision,
+        summary = train_in_memory(config, seconds=arguments.seconds, deadline=arguments.deadline,
+                                  cosine=arguments.cosine, validate_every=arguments.validate_every,
+                                  mixed_precision=arguments.mixed_precision,
                                   log=lambda message: print(message, flush=True))
         summary["recipe"] = name
+        summary["batch_size"] = arguments.batch_size
+        summary["learning_rate"] = arguments.learning_rate
         summary["mfu_vs_989_tflops"] = summary["train_tflops"] / H100_H200_BF16_DENSE_PEAK_TFLOPS
         summary["wall_seconds"] = time.time() - started
         run_dir = Path(config.run_dir)

@@ -63,6 +63,31 @@ def test_rebalancing_weights_average_one_and_favour_rare_colours():
     assert weights[rare] > weights[common]
 
 
+def test_rebalancing_mix_one_weighs_every_class_equally_and_mix_is_checked():
+    bins = losses.in_gamut_bins()
+    counts = np.arange(len(bins), dtype=np.int64) ** 2
+    assert np.allclose(losses.rebalancing_weights(counts, mix=1.0), 1.0)
+    quarter = losses.rebalancing_weights(counts, mix=0.25)
+    half = losses.rebalancing_weights(counts, mix=0.5)
+    probability = counts / counts.sum()
+    assert abs(float((probability * quarter).sum()) - 1.0) < 1e-5
+    assert quarter.max() / quarter.min() > half.max() / half.min() > 1.0  # less uniform mixed in: stronger rebalancing
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="mix"):
+            losses.rebalancing_weights(counts, mix=bad)
+
+
+def test_colorful_weight_reaches_the_loss():
+    assert losses.make_loss("colorful", colorful_weight=0.125).weight == 0.125
+    truth = np.full((1, 4, 4, 2), 0.4, np.float32)
+    grey = np.zeros_like(truth)
+    light = float(np.asarray(losses.colorful_loss(truth, grey, weight=0.1))[0])
+    heavy = float(np.asarray(losses.colorful_loss(truth, grey, weight=0.5))[0])
+    mse = 0.4**2
+    # chroma missed: |(0.4, 0.4)| = 0.566 (less the 1e-3 the square root's epsilon leaves in the grey prediction)
+    assert abs(light - (mse + 0.1 * 0.4 * np.sqrt(2))) < 1e-3 and abs(heavy - (mse + 0.5 * 0.4 * np.sqrt(2))) < 1e-3
+
+
 def test_classification_loss_is_lowest_for_the_right_class():
     bins = losses.in_gamut_bins()
     ab = np.full((1, 4, 4, 2), [30.0 / color.AB_SCALE, -20.0 / color.AB_SCALE], dtype=np.float32)
