@@ -140,6 +140,10 @@ def _add_colorize(subparsers) -> None:
     parser.add_argument("--format", default="auto", choices=("auto", "jpg", "png"),
                         help="output format; auto keeps JPEG as JPEG and writes PNG otherwise")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    parser.add_argument("--reencode", action="store_true",
+                        help="decode and re-encode grey JPEGs like other photos (output L* exactly the photo's) "
+                        "instead of keeping their luma data unchanged and adding colour beside it (faster, no "
+                        "second JPEG loss)")
     parser.add_argument("--embedder-weights", default=None, help="override the embedder weights (e.g. a local .h5)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="classification models only: annealed-mean temperature (lower = more vivid; "
@@ -154,7 +158,7 @@ def _run_colorize(arguments) -> int:
                           temperature=arguments.temperature)
     results = colorizer.colorize_files(
         arguments.inputs, arguments.output, output_format=arguments.format, overwrite=arguments.overwrite,
-        log=lambda message: print(message, file=sys.stderr),
+        reencode=arguments.reencode, log=lambda message: print(message, file=sys.stderr),
     )
     done = sum(result.status == "done" for result in results)
     skipped = sum(result.status == "skipped" for result in results)

@@ -148,7 +148,8 @@ def find_images(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
     return found
 
 
-def _read_bytes(source: str | os.PathLike) -> bytes:
+def read_file_bytes(source: str | os.PathLike) -> bytes:
+    """A file's bytes, or an :class:`ImageError` naming it (missing, a folder, unreadable, over the size limit)."""
     path = Path(source)
     try:
         size = path.stat().st_size
@@ -202,7 +203,7 @@ def read_image(
     configure_imagemagick()
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     label = name if name is not None else (None if isinstance(source, bytes) else str(source))
-    data = source if isinstance(source, bytes) else _read_bytes(source)
+    data = source if isinstance(source, bytes) else read_file_bytes(source)
     if not data:
         raise ImageError(label, "file is empty")
     image_format = sniff_format(data[:16])
@@ -266,7 +267,7 @@ def image_size(source: str | os.PathLike | bytes, *, name: str | None = None) ->
 
     configure_imagemagick()
     label = name if name is not None else (None if isinstance(source, bytes) else str(source))
-    data = source if isinstance(source, bytes) else _read_bytes(source)
+    data = source if isinstance(source, bytes) else read_file_bytes(source)
     image_format = sniff_format(data[:16])
     if image_format is None:
         raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")

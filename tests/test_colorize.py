@@ -65,8 +65,18 @@ def test_temperature_changes_a_classification_model_and_is_checked(tmp_path):
     from koala.model import build_colorizer
     from koala.train import save_head
 
+    import keras
+
     config = ColorizerConfig(fusion=False, image_size=64, loss="classification")
-    save_head(build_colorizer(config), config, tmp_path / "model.keras")
+    keras.utils.set_random_seed(7)
+    head = build_colorizer(config)
+    # an untrained head's logits on a flat grey photo are all about 1e-4: softmax is uniform at either
+    # temperature and both pictures came out the same whenever the colour rounded alike (a flaky test).
+    # Class biases of a few units give the distribution a shape for the temperature to act on.
+    last = [layer for layer in head.layers if layer.weights][-1]
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel, np.random.default_rng(7).normal(0.0, 2.0, bias.shape).astype(np.float32)])
+    save_head(head, config, tmp_path / "model.keras")
     config.save(tmp_path / "config.json")
     grey = np.full((40, 50), 120, np.uint8)
     vivid = Colorizer(tmp_path, temperature=0.05).colorize(grey)

@@ -1,0 +1,149 @@
+"""Colour JPEGs that keep a grey JPEG's luma scan (koala.jpeg_luma), through Colorizer.colorize_file and the CLI."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from koala import color, images, jpeg_luma
+from koala.colorize import Colorizer
+from tests.conftest import make_photo
+
+AB = (0.15, 0.35)  # the colour the stub model predicts everywhere (normalised a*, b*): orange, Cb far below Cr
+
+
+@pytest.fixture
+def colorizer(tiny_model_dir, monkeypatch):
+    """The tiny model, its prediction replaced by one known colour so the output's colour can be checked."""
+    model = Colorizer(tiny_model_dir)
+
+    def constant(lightness):
+        ab = np.empty((*np.shape(lightness)[:3], 2), np.float32)
+        ab[..., 0], ab[..., 1] = AB
+        return ab
+
+    monkeypatch.setattr(model, "predict_ab", constant)
+    return model
+
+
+def grey_jpeg(path, height=141, width=203, seed=3, **options):
+    grey = color.to_uint8(color.rgb_to_lightness(make_photo(seed, height, width)) / 100.0)
+    Image.fromarray(grey, "L").save(path, format="JPEG", quality=options.pop("quality", 90), **options)
+    return path
+
+
+def luma(data: bytes) -> np.ndarray:
+    """The Y' channel as libjpeg decodes it (a colour JPEG asked for greyscale output gives exactly Y')."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("L", image.size)
+    return np.asarray(image.convert("L") if image.mode != "L" else image)
+
+
+def assert_predicted_colour(rgb: np.ndarray) -> None:
+    lab = color.rgb_to_lab(rgb)
+    mid = (lab[..., 0] > 30) & (lab[..., 0] < 80)  # away from black and white, where sRGB clips the colour
+    assert abs(lab[..., 1][mid].mean() - AB[0] * color.AB_SCALE) < 3
+    assert abs(lab[..., 2][mid].mean() - AB[1] * color.AB_SCALE) < 3
+
+
+def test_luma_kept_bit_for_bit_and_colour_added(colorizer, tmp_path):
+    source = grey_jpeg(tmp_path / "scan.jpg")  # odd sizes: partial blocks and half-size chroma rounding up
+    colorizer.colorize_file(source, tmp_path / "out.jpg")
+    data, output = source.read_bytes(), (tmp_path / "out.jpg").read_bytes()
+    assert jpeg_luma.parse(data) is not None and jpeg_luma.parse(output) is None  # the output has 3 components
+    assert jpeg_luma.parse(data).entropy in output  # the scan's bytes, unchanged
+    assert np.array_equal(luma(output), luma(data))
+    # both decoders agree on the file, and the colour is the one predicted
+    pillow = np.asarray(Image.open(io.BytesIO(output)).convert("RGB"))
+    magick = images.read_image(output)
+    assert pillow.shape == magick.shape == (141, 203, 3)
+    assert np.abs(pillow.astype(int) - magick).max() <= 2
+    assert_predicted_colour(pillow)
+
+
+def test_close_to_the_exact_lightness_path(colorizer, tmp_path):
+    source = grey_jpeg(tmp_path / "scan.jpg", 240, 320, seed=5)
+    colorizer.colorize_file(source, tmp_path / "kept.jpg")
+    colorizer.colorize_file(source, tmp_path / "exact.jpg", reencode=True)
+    kept = color.rgb_to_lab(images.read_image(tmp_path / "kept.jpg"))
+    exact = color.rgb_to_lab(images.read_image(tmp_path / "exact.jpg"))
+    assert jpeg_luma.parse((tmp_path / "exact.jpg").read_bytes()) is None  # re-encoded: an ordinary colour JPEG
+    difference = np.abs(kept - exact).reshape(-1, 3).mean(0)
+    assert difference[0] < 1.5 and difference[1] < 3 and difference[2] < 3, difference
+    # the exact path keeps L* to JPEG precision; the kept-luma path keeps Y' exactly instead
+    truth = color.rgb_to_lightness(images.read_image(source))
+    assert np.abs(exact[..., 0] - truth).mean() < 1.0
+
+
+def test_restart_markers_icc_and_adobe_segments(colorizer, tmp_path):
+    source = grey_jpeg(tmp_path / "scan.jpg", 100, 130, restart_marker_blocks=3,
+                       icc_profile=b"\x00" * 128)  # a (dummy) grey profile must not be carried into a colour file
+    data = source.read_bytes()
+    assert b"\xff\xdd" in data and b"ICC_PROFILE" in data
+    colorizer.colorize_file(source, tmp_path / "out.jpg")
+    output = (tmp_path / "out.jpg").read_bytes()
+    assert output[2:4] == b"\xff\xe0" and output[6:11] == b"JFIF\x00"
+    assert b"ICC_PROFILE" not in output
+    assert np.array_equal(luma(output), luma(data))
+    assert images.read_image(output).shape == (100, 130, 3)
+    assert_predicted_colour(images.read_image(output))  # chroma scans decoded with restarts switched off
+    # an Adobe segment (whose transform flag would call the colour components RGB) is dropped too
+    adobe = data[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + data[2:]
+    grey = jpeg_luma.parse(adobe)
+    assert grey is not None and not any(segment[1] == 0xEE for segment in grey.segments)
+
+
+@pytest.mark.parametrize("case", ["progressive", "colour", "rotated", "truncated", "no end marker", "png"])
+def test_other_files_take_the_ordinary_path(colorizer, tmp_path, case):
+    path = tmp_path / "in.jpg"
+    if case == "progressive":
+        grey_jpeg(path, progressive=True)
+    elif case == "colour":
+        Image.fromarray(make_photo(2, 90, 120)).save(path, format="JPEG", quality=90)
+    elif case == "rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        grey_jpeg(path, exif=exif.tobytes())
+    elif case in ("truncated", "no end marker"):
+        data = grey_jpeg(tmp_path / "whole.jpg").read_bytes()
+        path.write_bytes(data[: len(data) // 2] if case == "truncated" else data[:-2])
+    else:
+        path = tmp_path / "in.png"
+        Image.fromarray(make_photo(2, 90, 120)[..., 0], "L").save(path)
+    assert jpeg_luma.parse(path.read_bytes()) is None
+    if case == "truncated" or case == "no end marker":
+        with pytest.raises(images.ImageError, match="in.jpg.*(damaged|truncated)"):
+            colorizer.colorize_file(path, tmp_path / "out.jpg")
+        assert not (tmp_path / "out.jpg").exists()
+        return
+    colorizer.colorize_file(path, tmp_path / "out.jpg")
+    result = images.read_image(tmp_path / "out.jpg")
+    expected = images.read_image(path)
+    assert result.shape == expected.shape  # upright, as the ordinary reader turns it
+    if case == "rotated":
+        assert result.shape[:2] == (203, 141)
+
+
+def test_cli_reencode_flag(tiny_model_dir, tmp_path):
+    from koala import cli
+
+    (tmp_path / "in").mkdir()
+    source = grey_jpeg(tmp_path / "in" / "scan.jpg")
+    for flag, folder in (([], "kept"), (["--reencode"], "exact")):
+        code = cli.main(["colorize", str(source), "--output", str(tmp_path / folder), "--model", str(tiny_model_dir),
+                         *flag])
+        assert code == 0
+    kept, exact = (tmp_path / "kept" / "scan.jpg").read_bytes(), (tmp_path / "exact" / "scan.jpg").read_bytes()
+    assert np.array_equal(luma(kept), luma(source.read_bytes()))
+    assert not np.array_equal(luma(exact), luma(source.read_bytes()))  # decoded, joined in Lab, encoded again
+
+
+def test_exif_orientation_reader():
+    import struct
+
+    for order, pack in ((b"II", "<"), (b"MM", ">")):
+        tiff = order + struct.pack(pack + "HI", 42, 8) + struct.pack(pack + "H", 1)
+        tiff += struct.pack(pack + "HHIHH", 0x0112, 3, 1, 8, 0) + b"\x00" * 4
+        assert jpeg_luma._exif_orientation(tiff) == 8
+    assert jpeg_luma._exif_orientation(b"garbage") == 0
