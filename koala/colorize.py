@@ -134,13 +134,16 @@ class Colorizer:
         result = self.colorize(images.read_image(data, name=str(source), keep_grey=True))
         images.write_image(output, result, quality=quality)
 
-    def colour_grey_jpeg(self, data: bytes, grey: "jpeg_luma.GreyJpeg", quality: int = 95, name: str | None = None) -> bytes:
+    def colour_grey_jpeg(
+        self, data: bytes, grey: "jpeg_luma.GreyJpeg", quality: int = 95, name: str | None = None,
+        max_pixels: int | None = None,
+    ) -> bytes:
         """The colour JPEG of a grey JPEG (``grey`` = ``jpeg_luma.parse(data)``) that keeps its luma scan.
 
         Only a reduced copy is decoded, by the ordinary reader (size limits, damage checks), at the
         smallest JPEG scale that still covers the network's input.
         """
-        small = images.read_image(data, name=name, keep_grey=True, shrink_to=self.size)
+        small = images.read_image(data, name=name, keep_grey=True, shrink_to=self.size, max_pixels=max_pixels)
         if small.ndim == 3:  # a one-component JPEG decodes to equal channels
             small = np.ascontiguousarray(small[..., 0])
         lightness = color.rgb_to_lightness(images.resize_exact(small, self.size))

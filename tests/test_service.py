@@ -230,6 +230,20 @@ def test_colorize_jpeg_raw_body(server):
     assert result.format == "JPEG" and result.size == (230, 150) and result.mode == "RGB"
 
 
+def test_grey_jpeg_answer_keeps_the_uploads_luma(server):
+    grey = io.BytesIO()
+    Image.fromarray(make_photo(8, 150, 230)[..., 1], "L").save(grey, format="JPEG", quality=90)
+    response = httpx.post(server.url + "/api/colorize", content=grey.getvalue(),
+                          headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-koala-size"] == "230x150"
+    result = open_image(response.content)
+    assert result.format == "JPEG" and result.size == (230, 150) and result.mode == "RGB"
+    luma = Image.open(io.BytesIO(response.content))
+    luma.draft("L", luma.size)  # libjpeg's greyscale output of a colour JPEG is its Y' channel
+    assert np.array_equal(np.asarray(luma), np.asarray(Image.open(grey)))
+
+
 def test_colorize_png_multipart(server):
     files = {"file": ("grandad 1943.png", encoded(2, 121, 97, "PNG"), "image/png")}
     response = httpx.post(server.url + "/api/colorize", files=files, timeout=30)
