@@ -213,7 +213,7 @@ def train_in_memory(
         validation_data = (inputs(validation[0], validation[1]),) if validation else None
         timer = _EpochTimer(seconds, len(photos), log, deadline=deadline,
                             base_learning_rate=config.learning_rate if cosine else None,
-                            total_epochs=config.epochs if config.epochs < 100_000 else None)
+                            total_epochs=config.epochs)
         trainer.fit(
             x, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=2,
             validation_data=validation_data, validation_freq=max(1, validate_every), callbacks=[timer],

@@ -27,14 +27,15 @@ RECIPES = {
     "fusion-classification": dict(fusion=True, loss="classification"),
     "fusion-colorful": dict(fusion=True, loss="colorful"),
     "plain-mse": dict(fusion=False, loss="mse"),
-    # longer runs (issue 10): classification without rebalancing (its annealed-mean temperature is then a
-    # dial from the MSE-like mean to vivid modes), and the colourful loss with a lighter penalty
+    # the longer runs (issue 10, scripts/device_long_run.sh): classification without rebalancing, and the
+    # colourful loss with lighter penalties
     "plain-classification-flat": dict(fusion=False, loss="classification", rebalance=1.0),
     "plain-classification": dict(fusion=False, loss="classification"),
     "fusion-classification-flat": dict(fusion=True, loss="classification", rebalance=1.0),
     "plain-colorful-light": dict(fusion=False, loss="colorful", colorful_weight=0.2),
     "plain-colorful-lighter": dict(fusion=False, loss="colorful", colorful_weight=0.1),
 }
+COMPARED = ("fusion-mse", "fusion-classification", "fusion-colorful", "plain-mse")  # the same-budget comparison
 H100_H200_BF16_DENSE_PEAK_TFLOPS = 989.0
 
 
@@ -42,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=",".join(COMPARED), help=f"comma-separated, of {', '.join(RECIPES)}")
     parser.add_argument("--seconds", type=float, default=80.0, help="training budget per recipe, counted after the first (compiling) epoch")
     parser.add_argument("--deadline", type=float, default=None,
                         help="stop training at this time (seconds since the epoch, as `date +%%s` prints)")
