@@ -147,3 +147,26 @@ def test_exif_orientation_reader():
         tiff += struct.pack(pack + "HHIHH", 0x0112, 3, 1, 8, 0) + b"\x00" * 4
         assert jpeg_luma._exif_orientation(tiff) == 8
     assert jpeg_luma._exif_orientation(b"garbage") == 0
+
+
+def test_parser_never_raises_on_damaged_headers(tmp_path):
+    """The parser sees uploads before anything else: any bytes give a GreyJpeg or None, never an exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    original = grey_jpeg(tmp_path / "scan.jpg", 40, 56, restart_marker_blocks=2).read_bytes()
+    header_end = original.index(b"\xff\xda") + 12
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(st.data())
+    def check(draw):
+        data = bytearray(original)
+        for _ in range(draw.draw(st.integers(0, 6))):
+            data[draw.draw(st.integers(0, header_end))] = draw.draw(st.integers(0, 255))
+        data = bytes(data[: draw.draw(st.integers(0, len(data)))])
+        result = jpeg_luma.parse(data)
+        assert result is None or isinstance(result, jpeg_luma.GreyJpeg)
+
+    check()
+    assert jpeg_luma.parse(original) is not None and jpeg_luma.parse(b"") is None
+    assert jpeg_luma.parse(b"\xff\xd8") is None and jpeg_luma.parse(original[: original.index(b"\xff\xda") + 10]) is None
