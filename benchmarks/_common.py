@@ -99,15 +99,15 @@ def write_grey_jpeg(path: Path, height: int = 3000, width: int = 4000, quality: 
     return path
 
 
-def untrained_model(folder: Path, fusion: bool) -> Path:
-    """An untrained head saved as a model folder (fusion: with the EfficientNet-Lite0 embedder, random weights)."""
+def untrained_model(folder: Path, fusion: bool, embedder: str = "efficientnet-lite0") -> Path:
+    """An untrained head saved as a model folder (fusion: with ``embedder``, random weights)."""
     from koala.config import ColorizerConfig
     from koala.model import build_colorizer
     from koala.train import save_head
 
     folder.mkdir(parents=True, exist_ok=True)
     if fusion:
-        config = ColorizerConfig(fusion=True, embedder="efficientnet-lite0", embedder_weights="")
+        config = ColorizerConfig(fusion=True, embedder=embedder, embedder_weights="")
     else:
         config = ColorizerConfig(fusion=False, embedder="", embedder_weights="")
     save_head(build_colorizer(config), config, folder / "model.keras")

@@ -121,9 +121,14 @@ def main(argv=None) -> dict:
         folder = Path(folder)
         photo = write_grey_jpeg(folder / "scan.jpg", arguments.height, arguments.width, quality=90)
         print(f"photo: {arguments.width} × {arguments.height} grey JPEG, quality 90, {photo.stat().st_size / 1e6:.1f} MB")
-        for label, fusion in (("encoder-decoder (fusion=False)", False), ("fusion + EfficientNet-Lite0", True)):
-            figures = measure(untrained_model(folder / label.split()[0], fusion), photo, arguments.repeats)
-            results[label] = report(label, figures)
+        variants = (
+            ("encoder-decoder (fusion=False; the shipped default)", False, None),
+            ("fusion + EfficientNet-Lite0", True, "efficientnet-lite0"),
+            ("fusion + Inception-ResNet-v2 (the architecture of Deep Koalarization)", True, "inception-resnet-v2"),
+        )
+        for index, (label, fusion, embedder) in enumerate(variants):
+            model = untrained_model(folder / f"model-{index}", fusion, embedder or "efficientnet-lite0")
+            results[label] = report(label, measure(model, photo, arguments.repeats))
     return results
 
 
