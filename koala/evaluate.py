@@ -113,6 +113,8 @@ class EvaluationResult:
     skipped: list[str] = dataclasses.field(default_factory=list)
     report_dir: Path | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    image_sizes: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    """The distinct (height, width) of the images scored."""
 
     @property
     def wins(self) -> int:
@@ -137,6 +139,7 @@ class _Scorer:
         self.figure_limit = figure_limit if report_dir is not None else 0
         self.extremes = extremes if report_dir is not None else 0
         self.results: list[ImageEvaluation] = []
+        self.sizes: set[tuple[int, int]] = set()
         self._best: list = []   # min-heap on gain: the largest gains survive
         self._worst: list = []  # min-heap on -gain: the smallest gains survive
         self._counter = itertools.count()
@@ -151,6 +154,7 @@ class _Scorer:
         result = ImageEvaluation(name, metrics.image_metrics(predicted, truth), metrics.image_metrics(grey, truth))
         index = len(self.results)
         self.results.append(result)
+        self.sizes.add(tuple(truth.shape[:2]))
         if index < self.figure_limit:
             from koala import plots
 
@@ -236,7 +240,8 @@ def evaluate_arrays(
 
 
 def _finish(scorer: _Scorer, **fields) -> EvaluationResult:
-    result = EvaluationResult(images=scorer.results, summary=summarise(scorer.results), **fields)
+    result = EvaluationResult(images=scorer.results, summary=summarise(scorer.results),
+                              image_sizes=sorted(scorer.sizes), **fields)
     if scorer.report_dir is not None:
         result.report_dir = scorer.report_dir
         write_report(result, scorer)
@@ -458,6 +463,13 @@ def format_summary_table(summary: list[SummaryRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sizes(result: EvaluationResult) -> str:
+    if len(result.image_sizes) == 1:
+        height, width = result.image_sizes[0]
+        return f"{width} × {height}"
+    return "their own sizes"
+
+
 def format_summary(result: EvaluationResult) -> str:
     """The whole summary.md: what was evaluated, the table, and how to read it."""
     count = len(result.images)
@@ -468,8 +480,8 @@ def format_summary(result: EvaluationResult) -> str:
         "# Koala evaluation",
         "",
         f"{count} images from {source}; model `{result.model or 'unnamed'}`. "
-        "Each image is predicted at 256 × 256 from its own lightness and compared with its true colours at "
-        "256 × 256; the grey baseline is the same lightness with no colour (a* = b* = 0).",
+        f"Each image is coloured from its own lightness and compared with its true colours at {_sizes(result)}; "
+        "the grey baseline is the same lightness with no colour (a* = b* = 0).",
         "",
         format_summary_table(result.summary),
     ]

@@ -73,6 +73,7 @@ def test_folder_evaluation_writes_the_report(tmp_path, mixed_folder, tiny_model_
     summary = (report / "summary.md").read_text()
     assert "| model |" in summary and "| grey baseline |" in summary
     assert "5 images" in summary and str(tiny_model_dir) in summary
+    assert result.image_sizes == [(256, 256)] and "at 256 × 256" in summary
     assert "broken.jpg" in summary
     assert len(list((report / "panels").glob("*.png"))) == 3
     assert (report / "best-worst.png").stat().st_size > 0
@@ -116,6 +117,10 @@ def test_prepared_set_evaluation(tmp_path, prepared_set, colorizer):
     assert len(read_csv(report / "metrics.csv")) == len(chosen)
     summary = (report / "summary.md").read_text()
     assert "| model |" in summary and "| grey baseline |" in summary and f"split `{split}`" in summary
+    # arrays of another size are reported at their size, not a fixed 256
+    small = [np.full((48, 40, 3), 100, np.uint8), np.full((48, 40, 3), 150, np.uint8)]
+    arrays = evaluate.evaluate_arrays(small, small)
+    assert arrays.image_sizes == [(48, 40)] and "at 40 × 48" in arrays.markdown()
     with pytest.raises(ValueError, match="no images in the 'nosuch' split"):
         evaluate.evaluate(colorizer, prepared_set, split="nosuch", progress=False, log=lambda message: None)
 
