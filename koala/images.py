@@ -231,7 +231,10 @@ def read_image(
             _check_size(label, width, height, max_pixels)
             with Image() as image:
                 if shrink_to and image_format == "JPEG":
-                    image.options["jpeg:size"] = f"{shrink_to}x{shrink_to}"
+                    # ImageMagick scales by min(width / hint width, height / hint height), truncated to a whole
+                    # number: a side shorter than the hint gave 0 (a 10 × 10000 strip was "enlarged" to 20 × 20000
+                    # or refused), so the hint never exceeds the photo's own sides
+                    image.options["jpeg:size"] = f"{min(shrink_to, width)}x{min(shrink_to, height)}"
                 image.read(blob=data, format=image_format)
                 _check_coder(label, image.format, image_format)
                 problem = _decode_problem(image)

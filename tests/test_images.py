@@ -243,3 +243,15 @@ def test_errors_are_one_line_and_name_the_file(tmp_path):
             images.read_image(path)
         message = str(caught.value)
         assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 300, message
+
+
+def test_shrink_hint_never_enlarges_or_refuses_strips(tmp_path):
+    """ImageMagick's JPEG size hint once turned a side shorter than the hint into a scale of 0: a 10 × 3000 strip
+    came back as 20 × 6000 and a 10 × 10000 one was refused ("width or height exceeds limit")."""
+    from PIL import Image
+
+    for height, width, hint, expected in ((10, 3000, 256, (10, 3000)), (10, 10000, 512, (10, 10000)),
+                                          (300, 200, 512, (300, 200)), (2400, 3200, 256, (300, 400))):
+        path = tmp_path / f"strip-{height}x{width}.jpg"
+        Image.fromarray((np.arange(height * width) % 251).astype(np.uint8).reshape(height, width), "L").save(path)
+        assert images.read_image(path, keep_grey=True, shrink_to=hint).shape == expected

@@ -170,3 +170,15 @@ def test_parser_never_raises_on_damaged_headers(tmp_path):
     check()
     assert jpeg_luma.parse(original) is not None and jpeg_luma.parse(b"") is None
     assert jpeg_luma.parse(b"\xff\xd8") is None and jpeg_luma.parse(original[: original.index(b"\xff\xda") + 10]) is None
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 9), (10, 10000), (10000, 10), (17, 33), (8, 8), (16, 16)])
+def test_odd_and_extreme_sizes(colorizer, tmp_path, height, width):
+    source = tmp_path / "scan.jpg"
+    grey = (np.random.default_rng(height * 7 + width).random((height, width)) * 255).astype(np.uint8)
+    Image.fromarray(grey, "L").save(source, format="JPEG", quality=90)
+    assert jpeg_luma.parse(source.read_bytes()) is not None
+    colorizer.colorize_file(source, tmp_path / "out.jpg")
+    output = (tmp_path / "out.jpg").read_bytes()
+    assert images.read_image(output).shape == (height, width, 3)
+    assert np.array_equal(luma(output), luma(source.read_bytes()))
