@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := imagemagick libmagickwand-dev chromium nginx-light fonts-dejavu-core
+APT_PACKAGES := imagemagick libmagickwand-dev libjpeg-turbo-progs chromium nginx-light fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages demo test test-fast benchmarks clean
@@ -18,7 +18,7 @@ system-packages:
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  fi; \
 	else \
-	  echo "no apt-get: install ImageMagick with its MagickWand library (and chromium for the browser test) yourself"; \
+	  echo "no apt-get: install ImageMagick with its MagickWand library, jpegtran (and chromium for the browser test) yourself"; \
 	fi
 
 $(BIN)/.installed: requirements.txt pyproject.toml

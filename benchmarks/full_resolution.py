@@ -50,10 +50,7 @@ def measure(model_folder: Path, photo: Path, repeats: int) -> dict:
     figures["bare forward"] = figures["head forward"] + figures.get("embedder forward", 0.0)
 
     def end_to_end():
-        data = images.read_file_bytes(photo)
-        grey_jpeg = jpeg_luma.parse(data)
-        assert grey_jpeg is not None, "the benchmark photo should be a plain grey baseline JPEG"
-        colorizer.colour_grey_jpeg(data, grey_jpeg, 95)
+        assert colorizer.colour_jpeg_keeping_luma(images.read_file_bytes(photo), 95) is not None
 
     def reencoded():
         images.encode_image(colorizer.colorize(photo), "JPEG", quality=95)

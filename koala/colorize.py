@@ -127,22 +127,40 @@ class Colorizer:
         output_format = images.format_for_path(output)
         data = images.read_file_bytes(source)
         if output_format == "JPEG" and not reencode:
-            grey = jpeg_luma.parse(data)
-            if grey is not None:
-                images.write_bytes_atomic(output, self.colour_grey_jpeg(data, grey, quality, name=str(source)))
+            coloured = self.colour_jpeg_keeping_luma(data, quality, name=str(source))
+            if coloured is not None:
+                images.write_bytes_atomic(output, coloured)
                 return
         result = self.colorize(images.read_image(data, name=str(source), keep_grey=True))
         images.write_image(output, result, quality=quality)
 
-    def colour_grey_jpeg(
-        self, data: bytes, grey: "jpeg_luma.GreyJpeg", quality: int = 95, name: str | None = None,
-        max_pixels: int | None = None,
-    ) -> bytes:
-        """The colour JPEG of a grey JPEG (``grey`` = ``jpeg_luma.parse(data)``) that keeps its luma scan.
+    def colour_jpeg_keeping_luma(
+        self, data: bytes, quality: int = 95, name: str | None = None, max_pixels: int | None = None
+    ) -> bytes | None:
+        """A colour JPEG that keeps the luma of the JPEG in ``data`` unchanged (:mod:`koala.jpeg_luma`), or
+        None when that JPEG does not allow it (then decode and colour it the ordinary way).
 
-        Only a reduced copy is decoded, by the ordinary reader (size limits, damage checks), at the
-        smallest JPEG scale that still covers the network's input.
+        A grey baseline JPEG keeps its very scan. Other JPEGs of black-and-white pictures (grey or toned,
+        stored with three channels, or progressive) first lose their chroma losslessly through ``jpegtran``,
+        when it is installed. Colour photos are left to the ordinary path, which keeps their L* exactly
+        (their luma Y' is a different grey). Only reduced copies are decoded, by the ordinary reader (size
+        limits, damage checks), at the smallest JPEG scale that still covers the network's input.
         """
+        from koala.data import monochrome_reason
+
+        max_pixels = images.MAX_PIXELS if max_pixels is None else max_pixels
+        grey = jpeg_luma.parse(data)
+        if grey is None:
+            if not jpeg_luma.transcodable(data):
+                return None
+            preview = images.read_image(data, name=name, shrink_to=self.size, max_pixels=max_pixels)
+            if monochrome_reason(preview) is None:
+                return None  # a colour photo
+            converted = jpeg_luma.luma_only(data, max_pixels)
+            grey = jpeg_luma.parse(converted) if converted is not None else None
+            if grey is None:
+                return None
+            data = converted
         small = images.read_image(data, name=name, keep_grey=True, shrink_to=self.size, max_pixels=max_pixels)
         if small.ndim == 3:  # a one-component JPEG decodes to equal channels
             small = np.ascontiguousarray(small[..., 0])

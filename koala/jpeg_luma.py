@@ -128,6 +128,62 @@ def parse(data: bytes) -> GreyJpeg | None:
             return None
 
 
+TRANSCODE_TIMEOUT_S = 60
+
+
+def luma_only(data: bytes, max_pixels: int) -> bytes | None:
+    """Any other JPEG made into a grey one that :func:`parse` accepts, losslessly: ``jpegtran -grayscale``
+    (libjpeg-turbo, in its own process) keeps the luma's DCT coefficients and drops the chroma, without
+    decoding to pixels. For three-channel scans of grey pictures and for progressive JPEGs.
+
+    None when jpegtran is not installed, the JPEG's header declares more than ``max_pixels`` pixels (checked
+    first: jpegtran would hold every coefficient in memory), its EXIF orientation turns the picture, it is not
+    grey or Y'CbCr (CMYK, RGB-coded), or jpegtran reports anything at all (a damaged file, which the ordinary
+    reader then reports properly).
+    """
+    import shutil
+    import subprocess
+
+    from koala import images
+
+    program = shutil.which("jpegtran")
+    declared = images.header_size(data) if data[:2] == b"\xff\xd8" else None
+    if program is None or declared is None or declared[0] * declared[1] > max_pixels or not transcodable(data):
+        return None
+    try:
+        done = subprocess.run([program, "-grayscale", "-copy", "all"], input=data, capture_output=True,
+                              timeout=TRANSCODE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0 or done.stderr:
+        return None
+    return done.stdout
+
+
+def transcodable(data: bytes) -> bool:
+    """Whether the headers before the first frame allow keeping component 1 as the luma: no EXIF rotation or
+    flip, and one component or three in Y'CbCr (not RGB-coded, where component 1 is red; not CMYK)."""
+    position, adobe_transform = 2, None
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        length = struct.unpack(">H", data[position + 2:position + 4])[0]
+        payload = data[position + 4:position + 2 + length]
+        if marker in SEQUENTIAL_HUFFMAN or 0xC2 <= marker <= 0xCF and marker not in (DHT, 0xC8, 0xCC):
+            components = payload[5] if len(payload) > 5 else 0
+            ids = bytes(payload[6 + 3 * index] for index in range(components) if 6 + 3 * index < len(payload))
+            if components == 1:
+                return True
+            return components == 3 and adobe_transform != 0 and ids != b"RGB"
+        if marker == 0xDA:
+            return False
+        if marker == 0xE1 and payload.startswith(b"Exif\x00\x00") and _exif_orientation(payload[6:]) not in (0, 1):
+            return False
+        if marker == 0xEE and payload.startswith(b"Adobe") and len(payload) >= 12:
+            adobe_transform = payload[11]
+        position += 2 + max(length, 2)
+    return False
+
+
 def _scan_end(data: bytes, start: int) -> int | None:
     """Where the entropy-coded data from ``start`` ends, if the marker that ends it is the end of the image.
 

@@ -42,7 +42,7 @@ import time
 import warnings
 from pathlib import Path
 
-from koala import images, jpeg_luma
+from koala import images
 
 logger = logging.getLogger("koala.service")
 
@@ -501,16 +501,16 @@ class KoalaService:
         output_format = choose_format(query_format, accept, input_format)
         check_declared_size(data, input_format, self.settings.max_pixels)
         check_complete(data, input_format)
-        keep_luma = getattr(self.colorizer, "colour_grey_jpeg", None)
+        keep_luma = getattr(self.colorizer, "colour_jpeg_keeping_luma", None)
         if keep_luma is not None and input_format == output_format == "JPEG":
-            grey = jpeg_luma.parse(data)
-            if grey is not None:  # a grey JPEG answered as JPEG: its own luma scan, colour beside it
-                try:
-                    encoded = keep_luma(data, grey, self.settings.jpeg_quality, name=name or "upload",
-                                        max_pixels=self.settings.max_pixels)
-                except images.ImageError as error:
-                    raise image_error_problem(error) from None
-                return encoded, "JPEG", grey.width, grey.height, input_format
+            try:  # a JPEG answered as JPEG: its own luma unchanged, the colour beside it
+                encoded = keep_luma(data, self.settings.jpeg_quality, name=name or "upload",
+                                    max_pixels=self.settings.max_pixels)
+            except images.ImageError as error:
+                raise image_error_problem(error) from None
+            if encoded is not None:
+                width, height = images.header_size(encoded)
+                return encoded, "JPEG", width, height, input_format
         try:
             rgb = images.read_image(data, name=name or "upload", max_pixels=self.settings.max_pixels)
         except images.ImageError as error:

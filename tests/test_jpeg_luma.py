@@ -94,25 +94,83 @@ def test_restart_markers_icc_and_adobe_segments(colorizer, tmp_path):
     assert grey is not None and not any(segment[1] == 0xEE for segment in grey.segments)
 
 
-@pytest.mark.parametrize("case", ["progressive", "colour", "rotated", "truncated", "no end marker", "png"])
-def test_other_files_take_the_ordinary_path(colorizer, tmp_path, case):
+@pytest.mark.parametrize("case", ["progressive", "three channels", "progressive three channels", "sepia"])
+def test_black_and_white_jpegs_keep_their_luma_through_jpegtran(colorizer, tmp_path, case):
+    from tests.make_bad_inputs import _sepia
+
     path = tmp_path / "in.jpg"
     if case == "progressive":
         grey_jpeg(path, progressive=True)
-    elif case == "colour":
-        Image.fromarray(make_photo(2, 90, 120)).save(path, format="JPEG", quality=90)
-    elif case == "rotated":
+    else:
+        picture = make_photo(2, 90, 121)
+        if case == "sepia":
+            picture = _sepia(picture)
+        else:  # a grey picture stored as RGB, like 9 of the 11 WWII photos we have
+            picture = np.repeat(picture[..., :1], 3, axis=2)
+        Image.fromarray(picture).save(path, format="JPEG", quality=90, progressive=case.startswith("progressive"))
+    data = path.read_bytes()
+    assert jpeg_luma.parse(data) is None  # not a one-scan grey JPEG itself
+    converted = jpeg_luma.luma_only(data, max_pixels=10**6)
+    assert converted is not None and jpeg_luma.parse(converted) is not None
+    colorizer.colorize_file(path, tmp_path / "out.jpg")
+    output = (tmp_path / "out.jpg").read_bytes()
+    assert np.array_equal(luma(output), luma(data))  # libjpeg's Y' of the input, unchanged
+    assert_predicted_colour(images.read_image(output))
+
+
+def test_colour_photos_keep_their_exact_lightness(colorizer, tmp_path):
+    """A colour photo's luma Y' is not its L*: colouring it keeps L* exactly, through the ordinary path."""
+    path = tmp_path / "colour.jpg"
+    Image.fromarray(make_photo(2, 90, 121)).save(path, format="JPEG", quality=90)
+    assert colorizer.colour_jpeg_keeping_luma(path.read_bytes()) is None
+    colorizer.colorize_file(path, tmp_path / "out.jpg")
+    truth = color.rgb_to_lightness(images.read_image(path))
+    assert np.abs(color.rgb_to_lightness(images.read_image(tmp_path / "out.jpg")) - truth).mean() < 1.0
+
+
+def test_jpegtran_is_not_run_on_what_it_should_not_see(tmp_path, monkeypatch):
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("jpegtran should not have been run")
+
+    colour = io.BytesIO()
+    Image.fromarray(make_photo(2, 60, 80)).save(colour, format="JPEG", quality=90)
+    data = colour.getvalue()
+    monkeypatch.setattr(subprocess, "run", refuse)
+    assert jpeg_luma.luma_only(data, max_pixels=60 * 80 - 1) is None  # over the pixel limit: not even tried
+    cmyk = io.BytesIO()
+    Image.fromarray(make_photo(2, 60, 80)).convert("CMYK").save(cmyk, format="JPEG")
+    assert jpeg_luma.luma_only(cmyk.getvalue(), max_pixels=10**6) is None  # four components
+    rgb_coded = data[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + data[2:]  # transform 0: RGB
+    assert jpeg_luma.luma_only(rgb_coded, max_pixels=10**6) is None
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    rotated = io.BytesIO()
+    Image.fromarray(make_photo(2, 60, 80)).save(rotated, format="JPEG", exif=exif.tobytes())
+    assert jpeg_luma.luma_only(rotated.getvalue(), max_pixels=10**6) is None
+    monkeypatch.undo()
+    assert jpeg_luma.luma_only(data[: len(data) // 2], max_pixels=10**6) is None  # jpegtran warns: not used
+
+
+@pytest.mark.parametrize("case", ["rotated", "truncated", "no end marker", "truncated colour", "png"])
+def test_other_files_take_the_ordinary_path(colorizer, tmp_path, case):
+    path = tmp_path / "in.jpg"
+    if case == "rotated":
         exif = Image.Exif()
         exif[0x0112] = 6
         grey_jpeg(path, exif=exif.tobytes())
     elif case in ("truncated", "no end marker"):
         data = grey_jpeg(tmp_path / "whole.jpg").read_bytes()
         path.write_bytes(data[: len(data) // 2] if case == "truncated" else data[:-2])
+    elif case == "truncated colour":
+        Image.fromarray(make_photo(2, 90, 120)).save(tmp_path / "whole.jpg", format="JPEG", quality=90)
+        path.write_bytes((tmp_path / "whole.jpg").read_bytes()[:3000])
     else:
         path = tmp_path / "in.png"
         Image.fromarray(make_photo(2, 90, 120)[..., 0], "L").save(path)
     assert jpeg_luma.parse(path.read_bytes()) is None
-    if case == "truncated" or case == "no end marker":
+    if case in ("truncated", "no end marker", "truncated colour"):
         with pytest.raises(images.ImageError, match="in.jpg.*(damaged|truncated)"):
             colorizer.colorize_file(path, tmp_path / "out.jpg")
         assert not (tmp_path / "out.jpg").exists()
