@@ -119,10 +119,10 @@ class Colorizer:
     ) -> None:
         """Colour one file and write the result atomically (format from ``output``'s extension).
 
-        A grey baseline JPEG written as JPEG keeps its own luma data unchanged, coefficient for coefficient
-        (:mod:`koala.jpeg_luma`: about 3× faster for large scans, and no second round of JPEG loss on the
-        scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead, with L*
-        exactly the photo's own.
+        A black-and-white JPEG written as JPEG keeps its own luma data unchanged, coefficient for coefficient
+        (:meth:`colour_jpeg_keeping_luma`: about 3× faster for large grey scans, and no second round of JPEG
+        loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead, with
+        L* exactly the photo's own.
         """
         output_format = images.format_for_path(output)
         data = images.read_file_bytes(source)
