@@ -65,26 +65,37 @@ class GreyJpeg:
     """The scan's entropy-coded data, from after its header up to the end-of-image marker."""
 
 
-def parse(data: bytes) -> GreyJpeg | None:
-    """The grey JPEG in ``data``, or None when it is not a plain one-scan, 8-bit, one-component
-    Huffman JPEG with an end marker and an upright (or no) EXIF orientation."""
+def _segments(data: bytes):
+    """The marker segments of a JPEG's header, from after SOI: (marker, payload, whole segment, end offset).
+
+    Stops early, without an error, at anything that is not a complete segment with a length (a cut file,
+    bytes where a marker should be, a stand-alone marker such as SOI or RSTn): callers treat a walk that
+    ends before the segment they need as "not for this path".
+    """
     if data[:2] != b"\xff\xd8":
-        return None
-    position, segments, frame, restart_interval = 2, [], None, 0
-    while True:
-        if position + 4 > len(data) or data[position] != 0xFF:
-            return None
+        return
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
         while position < len(data) and data[position] == 0xFF:  # fill bytes
             position += 1
         if position + 3 > len(data):
-            return None
+            return
         marker = data[position]
+        if marker in (SOI, EOI, 0x01) or 0xD0 <= marker <= 0xD7:
+            return
         length = struct.unpack(">H", data[position + 1:position + 3])[0]
-        start, end = position + 3, position + 1 + length
+        end = position + 1 + length
         if length < 2 or end > len(data):
-            return None
-        payload, segment = data[start:end], b"\xff" + data[position:end]
+            return
+        yield marker, data[position + 3:end], b"\xff" + data[position:end], end
         position = end
+
+
+def parse(data: bytes) -> GreyJpeg | None:
+    """The grey JPEG in ``data``, or None when it is not a plain one-scan, 8-bit, one-component
+    Huffman JPEG with an end marker and an upright (or no) EXIF orientation."""
+    segments, frame, restart_interval = [], None, 0
+    for marker, payload, segment, position in _segments(data):
         if marker in SEQUENTIAL_HUFFMAN:
             if len(payload) != 9 or payload[0] != 8 or payload[5] != 1:
                 return None  # 12-bit, or not one component
@@ -92,7 +103,7 @@ def parse(data: bytes) -> GreyJpeg | None:
             if width == 0 or height == 0:
                 return None  # height given later by a DNL marker
             frame = (marker, width, height, payload[6], payload[8])
-        elif marker in _OTHER_FRAMES or marker in (SOI, EOI, 0x01) or 0xD0 <= marker <= 0xD7:
+        elif marker in _OTHER_FRAMES:
             return None
         elif marker == DQT:
             if not _dqt_is_8bit(payload):
@@ -126,6 +137,7 @@ def parse(data: bytes) -> GreyJpeg | None:
             segments.append(segment)
         else:
             return None
+    return None
 
 
 TRANSCODE_TIMEOUT_S = 60
@@ -163,24 +175,20 @@ def luma_only(data: bytes, max_pixels: int) -> bytes | None:
 def transcodable(data: bytes) -> bool:
     """Whether the headers before the first frame allow keeping component 1 as the luma: no EXIF rotation or
     flip, and one component or three in Y'CbCr (not RGB-coded, where component 1 is red; not CMYK)."""
-    position, adobe_transform = 2, None
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        length = struct.unpack(">H", data[position + 2:position + 4])[0]
-        payload = data[position + 4:position + 2 + length]
-        if marker in SEQUENTIAL_HUFFMAN or 0xC2 <= marker <= 0xCF and marker not in (DHT, 0xC8, 0xCC):
+    adobe_transform = None
+    for marker, payload, _, _ in _segments(data):
+        if marker in SEQUENTIAL_HUFFMAN or marker in _OTHER_FRAMES - {0xCC}:  # 0xCC: arithmetic tables
             components = payload[5] if len(payload) > 5 else 0
             ids = bytes(payload[6 + 3 * index] for index in range(components) if 6 + 3 * index < len(payload))
             if components == 1:
                 return True
             return components == 3 and adobe_transform != 0 and ids != b"RGB"
-        if marker == 0xDA:
+        if marker == SOS:
             return False
         if marker == 0xE1 and payload.startswith(b"Exif\x00\x00") and _exif_orientation(payload[6:]) not in (0, 1):
             return False
         if marker == 0xEE and payload.startswith(b"Adobe") and len(payload) >= 12:
             adobe_transform = payload[11]
-        position += 2 + max(length, 2)
     return False
 
 
