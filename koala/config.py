@@ -17,6 +17,9 @@ class ColorizerConfig:
     """
 
     # model
+    architecture: str = "koalarization"
+    """koalarization (the tutorial's encoder-decoder, learnt from scratch) or lite0-unet (an ImageNet-
+    pretrained EfficientNet-Lite0 encoder with skip connections; see koala.lite0_unet)."""
     fusion: bool = True
     embedder: str = "efficientnet-lite0"
     embedding_dim: int = 1000
@@ -40,6 +43,12 @@ class ColorizerConfig:
     seed: int = 1234
     init_from: str = ""
     embedder_weights: str = "imagenet"
+    encoder_weights: str = "imagenet"
+    """lite0-unet: the encoder's starting weights ("imagenet", a Lite0 weights file, or "" for random)."""
+    fine_tune_after: int = 0
+    """lite0-unet: after this many epochs, Lite0's stages 6-7 train too (0 = never)."""
+    fine_tune_learning_rate: float = 1e-4
+    """lite0-unet: the learning rate once stages 6-7 train."""
     samples_per_epoch: int = 0
     """If > 0, the number of training images drawn per epoch (with replacement); 0 = one pass."""
     collapse_fraction: float = 0.5

@@ -141,23 +141,35 @@ def _mobile_inverted_bottleneck(x, input_filters, output_filters, kernel_size, s
 
 
 def _blocks():
-    """Yield (block index in the torch file, Keras name prefix, stage, repeat) in order."""
+    """Yield (block index in the torch file, Keras name prefix, stage number, stage, repeat) in order."""
     block_index = 0
     for stage_number, stage in enumerate(STAGES, start=1):
         for repeat in range(stage.repeats):
-            yield block_index, f"stage{stage_number}_block{repeat + 1}", stage, repeat
+            yield block_index, f"stage{stage_number}_block{repeat + 1}", stage_number, stage, repeat
             block_index += 1
 
 
-def _build_architecture(classifier_activation) -> keras.Model:
-    inputs = keras.Input(shape=(INPUT_SIZE, INPUT_SIZE, 3), name="rgb")
+def stem(x):
+    """The stem (3 x 3 convolution, stride 2, 32 filters) on an image batch already scaled to [-1, 1]."""
     x = keras.layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False,
-                            name="stem_convolution")(inputs)
+                            name="stem_convolution")(x)
     x = _batch_normalization("stem_batch_normalization")(x)
-    x = _relu6("stem_activation")(x)
+    return _relu6("stem_activation")(x)
 
-    input_filters = STEM_FILTERS
-    for _, name, stage, repeat in _blocks():
+
+def apply_stages(x, first_stage: int, last_stage: int):
+    """Apply the MBConv stages ``first_stage`` .. ``last_stage`` (1-based, inclusive) to ``x``.
+
+    The layers are named as in the classifier, so pretrained weights can be copied into any model
+    built from these pieces by layer name (:func:`copy_weights_by_name`).
+    """
+    if not 1 <= first_stage <= last_stage <= len(STAGES):
+        raise ValueError(f"stages must satisfy 1 <= first <= last <= {len(STAGES)}, "
+                         f"got {first_stage}..{last_stage}")
+    input_filters = STEM_FILTERS if first_stage == 1 else STAGES[first_stage - 2].output_filters
+    for _, name, stage_number, stage, repeat in _blocks():
+        if not first_stage <= stage_number <= last_stage:
+            continue
         x = _mobile_inverted_bottleneck(
             x,
             input_filters=input_filters,
@@ -168,7 +180,43 @@ def _build_architecture(classifier_activation) -> keras.Model:
             name=name,
         )
         input_filters = stage.output_filters
+    return x
 
+
+def flat_layers(model: keras.Model):
+    """Every layer of ``model``, nested models' layers included (the nested models themselves not)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from flat_layers(layer)
+        else:
+            yield layer
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
+    """Copy into every layer of ``target`` the weights of the layer of ``source`` with its name.
+
+    Returns:
+        How many layers were copied.
+
+    Raises:
+        ValueError: two layers of one name hold weights of different shapes.
+    """
+    source_layers = {layer.name: layer for layer in flat_layers(source)}
+    copied = 0
+    for layer in flat_layers(target):
+        if layer.name in source_layers and layer.weights:
+            values = source_layers[layer.name].get_weights()
+            if [value.shape for value in values] != [tuple(weight.shape) for weight in layer.weights]:
+                raise ValueError(f"{layer.name}: weight shapes differ between {source.name} and {target.name}")
+            layer.set_weights(values)
+            copied += 1
+    return copied
+
+
+def _build_architecture(classifier_activation) -> keras.Model:
+    inputs = keras.Input(shape=(INPUT_SIZE, INPUT_SIZE, 3), name="rgb")
+    x = stem(inputs)
+    x = apply_stages(x, 1, len(STAGES))
     x = keras.layers.Conv2D(HEAD_FILTERS, 1, padding="same", use_bias=False,
                             name="head_convolution")(x)
     x = _batch_normalization("head_batch_normalization")(x)
@@ -188,7 +236,7 @@ def _torch_to_keras_names():
         "head_batch_normalization": ("_bn1", "batch_normalization"),
         "classifier": ("_fc", "dense"),
     }
-    for block_index, name, stage, _ in _blocks():
+    for block_index, name, _, stage, _ in _blocks():
         prefix = f"_blocks.{block_index}"
         if stage.expansion != 1:
             mapping[f"{name}_expand_convolution"] = (f"{prefix}._expand_conv", "convolution")

@@ -49,8 +49,13 @@ def _conv(filters: int, strides: int = 1, name: str | None = None, activation: s
     return layers.Conv2D(filters, 3, strides=strides, padding="same", activation=activation, name=name)
 
 
+ARCHITECTURES = ("koalarization", "lite0-unet")
+
+
 def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
-    """Build the colouriser head.
+    """Build the colouriser head named by ``config.architecture``: this module's tutorial network
+    ("koalarization"), or the pretrained-encoder U-Net ("lite0-unet", :mod:`koala.lite0_unet`; built with
+    random weights here: training starts it from ImageNet's, a saved model brings its own).
 
     Args:
         config: ``fusion`` chooses between the fusion model (inputs ``[lightness, embedding]``) and the
@@ -66,6 +71,12 @@ def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
         the paper's layer sizes exactly (about 6.6 M parameters with fusion).
     """
     config = config or ColorizerConfig()
+    if config.architecture == "lite0-unet":
+        from koala.lite0_unet import build_lite0_unet
+
+        return build_lite0_unet(config)
+    if config.architecture != "koalarization":
+        raise ValueError(f"unknown architecture {config.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     if config.image_size % 8:
         raise ValueError(f"image_size must be divisible by 8, got {config.image_size}")
     if config.fusion and config.embedding_dim <= 0:

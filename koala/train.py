@@ -78,13 +78,22 @@ def _remove_partial_files(run_dir: Path) -> None:
                     pass
 
 
-def save_head(model, config: ColorizerConfig, path: str | Path) -> None:
-    """Save the head alone (no optimizer state), as ``colorize`` and the service load it."""
+def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> None:
+    """Save the head alone (no optimizer state), as ``colorize`` and the service load it.
+
+    ``model`` is the trained model: the whole head, or, for ``lite0-unet``, its decoder (then ``head``, a
+    built head whose frozen encoder holds the pretrained weights, receives the decoder's weights)."""
     from koala.model import build_colorizer
 
     path = Path(path)
-    head = build_colorizer(config)
-    head.set_weights(model.get_weights())
+    if head is None:
+        head = build_colorizer(config)
+    if config.architecture == "lite0-unet":
+        from koala.lite0_unet import DECODER_NAME
+
+        head.get_layer(DECODER_NAME).set_weights(model.get_weights())
+    else:
+        head.set_weights(model.get_weights())
     _save_model_atomic(head, path)
 
 
@@ -122,7 +131,9 @@ def _history_csv(rows: list[dict]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _make_callbacks(config, run_dir, train_data, validation, log):
+def _make_callbacks(config, run_dir, sample_batch, head, log):
+    """``sample_batch``: (lightness, embedding, ab) of a few validation photos, or None; ``head``: for a
+    model trained on cached features, the whole head that its weights go into (else None)."""
     import keras
 
     from koala import metrics, plots
@@ -148,7 +159,8 @@ def _make_callbacks(config, run_dir, train_data, validation, log):
             self.nan_guard = nan_guard
             self.state = state
             self.epoch_started = time.time()
-            self.sample = validation.load_batch(0) if validation is not None and len(validation) else None
+            self.sample = sample_batch
+            self.head = head
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_started = time.time()
@@ -165,7 +177,7 @@ def _make_callbacks(config, run_dir, train_data, validation, log):
                 row.update(self._samples(number))
             checkpoint = run_dir / "checkpoints" / f"epoch-{number:03d}.keras"
             _save_model_atomic(self.model, checkpoint)
-            save_head(self.model, config, run_dir / "model.keras")
+            save_head(self.model, config, run_dir / "model.keras", head=self.head)
             history = [item for item in self.state["history"] if item["epoch"] < number] + [row]
             images.write_bytes_atomic(run_dir / "history.csv", _history_csv(history))
             self.state.update({"epoch": number, "history": history, "checkpoint": str(checkpoint.relative_to(run_dir))})
@@ -176,7 +188,12 @@ def _make_callbacks(config, run_dir, train_data, validation, log):
         def _samples(self, number: int) -> dict:
             lightness, embedding, ab = self.sample
             inputs = [lightness, embedding] if config.fusion else lightness
-            predicted_ab = ab_from_output(self.model.predict_on_batch(inputs), config, lightness.shape[1:3])
+            if self.head is not None:
+                from koala.lite0_unet import DECODER_NAME
+
+                self.head.get_layer(DECODER_NAME).set_weights(self.model.get_weights())
+            predictor = self.head if self.head is not None else self.model
+            predicted_ab = ab_from_output(predictor.predict_on_batch(inputs), config, lightness.shape[1:3])
             predicted = [color.postprocess(lightness[i], predicted_ab[i]) for i in range(len(lightness))]
             truth = [color.postprocess(lightness[i], ab[i]) for i in range(len(lightness))]
             predicted_colour = float(np.mean([metrics.colorfulness(image) for image in predicted]))
@@ -228,7 +245,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     saved_config_path = run_dir / "config.json"
     if saved_config_path.exists() and state["epoch"] > 0:
         saved = ColorizerConfig.load(saved_config_path)
-        for field in ("fusion", "embedder", "loss", "image_size", "embedding_dim"):
+        for field in ("architecture", "fusion", "embedder", "loss", "image_size", "embedding_dim"):
             if getattr(saved, field) != getattr(config, field):
                 raise ValueError(
                     f"{run_dir}: this run was started with {field}={getattr(saved, field)!r}; "
@@ -242,46 +259,87 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
         log(f"{run_dir}: already trained for {initial_epoch} epochs (asked for {config.epochs}); nothing to do")
         return TrainResult(run_dir, initial_epoch, state["history"])
     embedder = config.embedder if config.fusion else None
-    train_data = data.ColorDataset(
-        config.data, "train", batch_size=config.batch_size, embedder=embedder, augment_images=config.augment,
-        shuffle=True, seed=config.seed, samples_per_epoch=config.samples_per_epoch,
-    )
+    lite0_unet = config.architecture == "lite0-unet"
+    if lite0_unet:
+        from koala import feature_cache
+
+        feature_cache.update_features(config.data, config, log=log)
+        train_data = feature_cache.FeatureDataset(
+            config.data, "train", config, batch_size=config.batch_size, shuffle=True,
+            augment_features=config.augment, seed=config.seed,
+        )
+        validation = feature_cache.FeatureDataset(config.data, "validation", config, batch_size=config.batch_size)
+    else:
+        train_data = data.ColorDataset(
+            config.data, "train", batch_size=config.batch_size, embedder=embedder, augment_images=config.augment,
+            shuffle=True, seed=config.seed, samples_per_epoch=config.samples_per_epoch,
+        )
+        validation = data.ColorDataset(config.data, "validation", batch_size=config.batch_size, embedder=embedder)
     if len(train_data.ids) == 0:
         raise ValueError(f"{config.data}: the training split is empty")
-    validation = data.ColorDataset(config.data, "validation", batch_size=config.batch_size, embedder=embedder)
     validation = validation if len(validation.ids) else None
+    sample_batch = None
+    if validation is not None:
+        sample_source = data.ColorDataset(config.data, "validation", batch_size=config.batch_size, embedder=embedder)
+        sample_batch = sample_source.load_batch(0)
+    head = None
+    if lite0_unet:
+        from koala import lite0_unet as lite0_unet_module
+
+        head = lite0_unet_module.build_lite0_unet(config, weights=config.encoder_weights or None)
+    loss = _loss(config, train_data, run_dir, log)
     if initial_epoch > 0:
         checkpoint = run_dir / state["checkpoint"]
         log(f"resuming {run_dir} after epoch {initial_epoch} from {checkpoint}")
         model = keras.saving.load_model(str(checkpoint))
     else:
-        model = build_colorizer(config)
+        model = head.get_layer(lite0_unet_module.DECODER_NAME) if lite0_unet else build_colorizer(config)
         if config.init_from:
             source, source_config = load_head(config.init_from)
-            if (source_config.fusion, source_config.embedder) != (config.fusion, config.embedder):
+            if (source_config.fusion, source_config.embedder, source_config.architecture) != (
+                config.fusion, config.embedder, config.architecture
+            ):
                 raise ValueError(
-                    f"{config.init_from}: cannot fine-tune from a model with fusion={source_config.fusion}, "
-                    f"embedder={source_config.embedder!r} into fusion={config.fusion}, embedder={config.embedder!r}"
+                    f"{config.init_from}: cannot fine-tune from a model with architecture="
+                    f"{source_config.architecture!r}, fusion={source_config.fusion}, "
+                    f"embedder={source_config.embedder!r} into architecture={config.architecture!r}, "
+                    f"fusion={config.fusion}, embedder={config.embedder!r}"
                 )
-            model.set_weights(source.get_weights())
+            if lite0_unet:
+                head.set_weights(source.get_weights())
+            else:
+                model.set_weights(source.get_weights())
             log(f"starting from the weights of {config.init_from}")
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=_loss(config, train_data, run_dir, log))
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
 
-    stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, train_data, validation, log)
+    stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, sample_batch, head, log)
     nan_guard = stop_on_nan_class()
     callbacks = [nan_guard, run_state_class(nan_guard, state)]
     if _has_tensorflow():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
-    model.fit(
-        train_data.batches(initial_epoch, config.epochs),
-        steps_per_epoch=train_data.batches_per_epoch,
-        shuffle=False,  # the generator already draws each epoch's order
-        validation_data=validation,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    phases = [(initial_epoch, config.epochs)]
+    fine_tune_after = config.fine_tune_after if lite0_unet else 0
+    if 0 < fine_tune_after < config.epochs:
+        phases = [(first, last) for first, last in [(initial_epoch, min(fine_tune_after, config.epochs)),
+                                                    (max(initial_epoch, fine_tune_after), config.epochs)]
+                  if first < last]
+    for first, last in phases:
+        if fine_tune_after and first >= fine_tune_after and not lite0_unet_module.is_fine_tuning(model):
+            lite0_unet_module.set_fine_tuning(model, True)
+            log(f"epoch {first + 1}: Lite0 stages 6-7 now train too, at learning rate {config.fine_tune_learning_rate}")
+            model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate), loss=loss)
+        model.fit(
+            train_data.batches(first, last),
+            steps_per_epoch=train_data.batches_per_epoch,
+            shuffle=False,  # the generator already draws each epoch's order
+            validation_data=validation,
+            epochs=last,
+            initial_epoch=first,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        if nan_guard.stopped is not None:
+            break
     final_state = load_state(run_dir)
     if nan_guard.stopped is not None:
         raise TrainingStoppedOnNaN(
