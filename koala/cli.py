@@ -63,6 +63,16 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
+    parser.add_argument("--architecture", default=DEFAULTS.architecture, choices=("koalarization", "lite0-unet"),
+                        help="koalarization: the tutorial's encoder-decoder, learnt from scratch; lite0-unet: an "
+                        "ImageNet-pretrained EfficientNet-Lite0 encoder with skip connections (trains on 2 CPU cores)")
+    parser.add_argument("--fine-tune-after", type=int, default=DEFAULTS.fine_tune_after,
+                        help="lite0-unet: after this many epochs Lite0's stages 6-7 train too (0: never)")
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=DEFAULTS.fine_tune_learning_rate,
+                        help="lite0-unet: learning rate once stages 6-7 train")
+    parser.add_argument("--encoder-weights", default=DEFAULTS.encoder_weights,
+                        help="lite0-unet: the encoder's starting weights: imagenet, a Lite0 .pth/.weights.h5 file, "
+                        "or none")
     parser.add_argument("--no-fusion", dest="fusion", action="store_false",
                         help="plain encoder-decoder without the classifier embedding")
     parser.add_argument("--embedder", default=DEFAULTS.embedder, help="efficientnet-lite0 or inception-resnet-v2")
@@ -101,6 +111,9 @@ def _run_train(arguments) -> int:
         augment=arguments.augment, samples_per_epoch=arguments.samples_per_epoch, seed=arguments.seed,
         init_from=arguments.init_from, image_size=arguments.image_size,
         rebalance=arguments.rebalance, colorful_weight=arguments.colorful_weight,
+        architecture=arguments.architecture, fine_tune_after=arguments.fine_tune_after,
+        fine_tune_learning_rate=arguments.fine_tune_learning_rate,
+        encoder_weights=_weights(arguments.encoder_weights) or "",
     )
     if arguments.distribute:
         import keras
