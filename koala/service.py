@@ -10,12 +10,22 @@ Routes::
 
 How a request goes::
 
+    connection ── no complete request head within --header-timeout (also between keep-alive requests) ─► closed
     arrives ── Content-Length over the limit? ──────────────────────────► 413 (nothing read)
-            ── running + waiting already at workers + queue? ──────────► 503 + Retry-After (nothing read)
-            ── body streamed into memory, counted as it comes ──────────► 413 as soon as it passes the limit
+            ── a bad ?format=, or already --receiving uploads coming in? ─► 400 / 503 + Retry-After, once the
+                                                                          body has been read and dropped
+            ── body streamed into memory, counted as it comes ──────────► 413 as soon as it passes the limit,
+                                                                          408 if slower than --min-upload-rate
+            ── running + waiting already at workers + queue? ──────────► 503 + Retry-After
             ── waits for one of the N workers (leaves if the client goes)
             ── in a worker thread: sniff format (415), header size (413), completeness (422),
-               decode with ImageMagick (422 / 413), colourise, encode ──► 200 image
+               decode with ImageMagick (422 / 413; 503 if its memory stays taken), colourise, encode ─► 200
+
+A place among the workers and the queue is taken only once the whole body is in, so slow senders cannot take
+the places of others: they hold one of the ``receiving`` slots (memory for one upload each) until their body
+is in, or until they fall below the minimum rate. Every answer to a request whose body is within the limit
+comes after the body has been read (dropped, when the answer is already known), so a client still sending
+reads its 503 instead of a connection reset.
 
 Nothing from an upload is written to disk: the body is read with ``request.stream()`` into memory
 (Starlette's own form parser would spool files over 1 MiB to a temporary file, so multipart bodies are
@@ -70,7 +80,16 @@ class ServiceSettings:
         queue: requests that may wait for a worker; beyond ``workers + queue`` the answer is 503.
         max_upload_bytes: largest request body accepted (413 beyond it).
         max_pixels: largest image (width × height) accepted (413 beyond it).
-        body_timeout_s: how long a client may take to send its upload (408 beyond it).
+        receiving: uploads that may be coming in at once (each held in memory, up to the upload limit); beyond
+            it the body is read and dropped and the answer is 503.
+        min_upload_rate: bytes per second an upload must average once ``upload_grace_s`` have passed (408
+            otherwise): a slow sender holds a receiving slot for seconds, not minutes.
+        upload_grace_s: time any upload gets before the rate counts.
+        body_timeout_s: the most any upload may take, whatever its rate (408 beyond it).
+        header_timeout_s: time a connection gets to send a complete request head, from when it opens or its
+            previous answer was sent (closed otherwise).
+        keep_alive_s: how long an idle keep-alive connection stays open after an answer.
+        max_connections: open connections (and requests) beyond which the server answers 503 at once.
         jpeg_quality: quality of JPEG answers.
         embedder_weights: override the embedder weights recorded in the model's config.
     """
@@ -80,7 +99,13 @@ class ServiceSettings:
     queue: int = 4
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
-    body_timeout_s: float = 60.0
+    receiving: int = 16
+    min_upload_rate: float = 10 * 1024
+    upload_grace_s: float = 5.0
+    body_timeout_s: float = 300.0
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 100
     jpeg_quality: int = 92
     embedder_weights: str | None = None
 
@@ -93,6 +118,16 @@ class ServiceSettings:
             raise ValueError(f"the upload limit must be positive, got {self.max_upload_bytes}")
         if self.max_pixels < 1:
             raise ValueError(f"the pixel limit must be positive, got {self.max_pixels}")
+        if self.receiving < 1:
+            raise ValueError(f"receiving must be at least 1, got {self.receiving}")
+        if self.max_connections < self.receiving + self.workers + self.queue:
+            raise ValueError(
+                f"max_connections ({self.max_connections}) must be at least receiving + workers + queue "
+                f"({self.receiving + self.workers + self.queue})"
+            )
+        for name in ("min_upload_rate", "upload_grace_s", "body_timeout_s", "header_timeout_s", "keep_alive_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 class Problem(Exception):
@@ -123,8 +158,9 @@ def problem_response(problem: Problem):
 class Admission:
     """At most ``workers`` colourisations run at once and at most ``queue`` more wait; the rest are turned away.
 
-    Used from the event loop only, so plain counters are enough. A request is *admitted* (counted) from
-    the moment it is accepted, while its body arrives and while it waits, until its answer is ready.
+    Used from the event loop only, so plain counters are enough. A request is *admitted* (counted) once its
+    whole body has arrived (a slow sender never holds a place), while it waits and runs, until its answer is
+    ready.
     """
 
     def __init__(self, workers: int, queue: int, initial_seconds: float = 2.0):
@@ -284,18 +320,80 @@ def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
 
 
-async def read_upload(request, limit: int) -> tuple[bytes, str | None]:
-    """Stream the body into memory (raw or multipart), stopping with 413 as soon as it passes ``limit``."""
-    sink = _sink_for(request.headers.get("content-type", ""))
+@dataclasses.dataclass(frozen=True)
+class UploadPace:
+    """How fast a body must arrive: ``grace_s + received / min_rate`` seconds for what has come so far, and
+    never more than ``total_s`` in all."""
+
+    min_rate: float
+    grace_s: float
+    total_s: float
+
+    def allowed(self, received: int) -> float:
+        return min(self.total_s, self.grace_s + received / self.min_rate)
+
+
+class BodyTimeout(Exception):
+    """The body arrived slower than its :class:`UploadPace` allows."""
+
+
+async def receive_body(request, write, limit: int, pace: UploadPace) -> int:
+    """Receive the whole body, giving each chunk to ``write``; returns its size.
+
+    Raises:
+        Problem: 413 as soon as the body passes ``limit``.
+        BodyTimeout: the body is slower than ``pace`` (the wait for each chunk is bounded by it, so a client
+            that sends nothing at all is timed out too).
+        starlette.requests.ClientDisconnect: the client went away.
+    """
+    from starlette.requests import ClientDisconnect
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     received = 0
-    async for chunk in request.stream():
+    while True:
+        remaining = started + pace.allowed(received) - loop.time()
+        if remaining <= 0:
+            raise BodyTimeout()
+        try:
+            message = await asyncio.wait_for(request.receive(), remaining)
+        except asyncio.TimeoutError:
+            raise BodyTimeout() from None
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         received += len(chunk)
         if received > limit:
             raise Problem(413, f"The upload is larger than the limit of {_megabytes(limit)}.",
                           headers={"Connection": "close"})
         if chunk:
-            sink.write(chunk)
+            write(chunk)
+        if not message.get("more_body", False):
+            return received
+
+
+async def read_upload(request, limit: int, pace: UploadPace) -> tuple[bytes, str | None]:
+    """Stream the body into memory (raw or multipart): 413 past ``limit``, 408 slower than ``pace``."""
+    sink = _sink_for(request.headers.get("content-type", ""))
+    try:
+        await receive_body(request, sink.write, limit, pace)
+    except BodyTimeout:
+        raise Problem(408, f"The upload was too slow: it must arrive at {pace.min_rate / 1024:.0f} KB/s or faster "
+                      f"(after the first {pace.grace_s:g} s).", headers={"Connection": "close"}) from None
     return sink.finish()
+
+
+async def drain_body(request, limit: int, pace: UploadPace) -> bool:
+    """Read the body and drop it, so that an answer given before reading it reaches a client still sending
+    (closing with unread data makes the kernel reset the connection, and the answer is lost). Bounded like an
+    upload; False if the body could not be read to its end (the connection is then closed after the answer)."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        await receive_body(request, lambda chunk: None, limit, pace)
+    except (Problem, BodyTimeout, ClientDisconnect):
+        return False
+    return True
 
 
 def choose_format(query_format: str | None, accept: str, input_format: str | None) -> str:
@@ -432,13 +530,34 @@ def encode_answer(rgb, image_format: str, quality: int) -> bytes:
     return output.getvalue()
 
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_IN_NAMES = re.compile(r"[^\w.-]+")  # \w is Unicode: letters and digits of any script are kept
+
+
+def _upload_stem(filename: str | None) -> str:
+    return Path(filename.replace("\\", "/")).stem if filename else ""
+
+
+def _safe_stem(stem: str) -> str:
+    return _UNSAFE_IN_NAMES.sub("-", stem).strip(".-_")[:80] or "photo"
 
 
 def download_name(filename: str | None, image_format: str) -> str:
-    stem = Path(filename).stem if filename else "photo"
-    stem = _SAFE_NAME.sub("-", stem).strip(".-")[:80] or "photo"
-    return f"{stem}-coloured.{'jpg' if image_format == 'JPEG' else 'png'}"
+    """``<the upload's name>-coloured.jpg|png``: letters and digits of any script kept, anything else a dash."""
+    return f"{_safe_stem(_upload_stem(filename))}-coloured.{'jpg' if image_format == 'JPEG' else 'png'}"
+
+
+def content_disposition(filename: str | None, image_format: str) -> str:
+    """``inline`` with the download name in ASCII (``filename``, for old clients) and, when the upload's name
+    has other letters, in UTF-8 too (``filename*``, RFC 6266): "Großvater.jpg" → "Großvater-coloured.jpg"."""
+    import unicodedata
+    from urllib.parse import quote
+
+    name = download_name(filename, image_format)
+    plain = unicodedata.normalize("NFKD", _upload_stem(filename)).encode("ascii", "ignore").decode()
+    ascii_name = f"{_safe_stem(plain)}{name[name.rindex('-coloured.'):]}"
+    if ascii_name == name:
+        return f'inline; filename="{name}"'
+    return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class KoalaService:
@@ -451,6 +570,8 @@ class KoalaService:
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.model_name = Path(settings.model_path).name if settings.model_path else None
         self.magick_disk_limit: int | None = None
+        self.receiving = 0  # uploads coming in now (event loop only)
+        self.pace = UploadPace(settings.min_upload_rate, settings.upload_grace_s, settings.body_timeout_s)
         self.started = False
 
     # ---- start-up and shut-down -------------------------------------------------------------------
@@ -534,12 +655,8 @@ class KoalaService:
         from starlette.requests import ClientDisconnect
         from starlette.responses import Response
 
-        if not self.started:
-            raise Problem(503, "The colouriser is still starting.", headers={"Retry-After": "5"})
-        query_format = request.query_params.get("format")
-        if query_format is not None:
-            choose_format(query_format, "", None)  # a bad ?format= is a 400 before anything is read
-        limit = self.settings.max_upload_bytes
+        settings = self.settings
+        limit = settings.max_upload_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
@@ -547,19 +664,40 @@ class KoalaService:
             if int(declared) > limit:
                 raise Problem(413, f"The upload is larger than the limit of {_megabytes(limit)}.",
                               headers={"Connection": "close"})
+        query_format = request.query_params.get("format")
         admission = self.admission
+        early: Problem | None = None  # an answer known before the body is read
+        try:
+            if not self.started:
+                raise Problem(503, "The colouriser is still starting.", headers={"Retry-After": "5"})
+            if query_format is not None:
+                choose_format(query_format, "", None)  # a bad ?format= is a 400
+            _sink_for(request.headers.get("content-type", ""))  # a multipart body without a boundary is a 400
+            if self.receiving >= settings.receiving:
+                seconds = admission.retry_after()
+                logger.info("busy: %d uploads coming in; turned a request away", self.receiving)
+                raise Problem(503, f"The colouriser is busy, try again in {seconds} s.",
+                              headers={"Retry-After": str(seconds)})
+        except Problem as problem:
+            early = problem
+        if early is not None:
+            if not await drain_body(request, limit, self.pace):
+                early.headers["Connection"] = "close"
+            raise early
+
+        self.receiving += 1
+        try:
+            data, filename = await read_upload(request, limit, self.pace)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening
+        finally:
+            self.receiving -= 1
+
         if not admission.try_admit():
             seconds = admission.retry_after()
             logger.info("busy: %d running, %d waiting; turned a request away", admission.running, admission.queued)
-            raise Problem(503, f"The colouriser is busy, try again in {seconds} s.",
-                          headers={"Retry-After": str(seconds), "Connection": "close"})
+            raise Problem(503, f"The colouriser is busy, try again in {seconds} s.", headers={"Retry-After": str(seconds)})
         try:
-            try:
-                data, filename = await asyncio.wait_for(read_upload(request, limit), self.settings.body_timeout_s)
-            except asyncio.TimeoutError:
-                raise Problem(408, "The upload took too long.", headers={"Connection": "close"}) from None
-            except ClientDisconnect:
-                return Response(status_code=400)  # nobody is listening
             if not await admission.wait_for_worker(lambda: _client_gone(request)):
                 logger.info("a client left while waiting for a worker")
                 return Response(status_code=400)
@@ -576,7 +714,7 @@ class KoalaService:
             admission.record(seconds)
             logger.info("coloured a %s of %d×%d (%d bytes) in %.2f s", input_format, width, height, len(data), seconds)
             headers = {
-                "Content-Disposition": f'inline; filename="{download_name(filename, output_format)}"',
+                "Content-Disposition": content_disposition(filename, output_format),
                 "Cache-Control": "no-store",
                 "X-Koala-Size": f"{width}x{height}",
                 "X-Koala-Seconds": f"{seconds:.2f}",
@@ -594,6 +732,7 @@ class KoalaService:
             "model": self.model_name,
             "busy": admission.running if admission else 0,
             "queued": admission.queued if admission else 0,
+            "receiving": self.receiving,
             "workers": self.settings.workers,
             "queue": self.settings.queue,
             "retry_after": admission.retry_after() if admission else None,
@@ -623,6 +762,56 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+def http_protocol(header_timeout_s: float):
+    """uvicorn's h11 protocol, with a deadline for each request head.
+
+    uvicorn times out only a keep-alive connection that stays silent after an answer (``timeout_keep_alive``),
+    and it cancels that timer at the first byte that arrives: a connection that sends nothing after opening,
+    or sends a request head a byte at a time, stays open for ever. Here a connection gets ``header_timeout_s``
+    to send a complete request head, counted from when it opens or its previous answer was sent, however the
+    bytes trickle in; then it is closed. Bodies are timed by the service itself (:class:`UploadPace`).
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeoutProtocol(H11Protocol):
+        head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._watch_head()
+
+        def connection_lost(self, exc) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:  # after new bytes, and after each answer (the next cycle starts)
+            super().handle_events()
+            self._watch_head()
+
+        def _watch_head(self) -> None:
+            waiting_for_head = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+            if waiting_for_head and self.head_timer is None:
+                self.head_timer = self.loop.call_later(header_timeout_s, self._head_timed_out)
+            elif not waiting_for_head:
+                self._stop_head_timer()
+
+        def _stop_head_timer(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self.head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                logger.info("closed a connection that sent no complete request head in %g s", header_timeout_s)
+                with contextlib.suppress(h11.LocalProtocolError):
+                    self.conn.send(h11.ConnectionClosed())
+                self.transport.close()
+
+    return HeadTimeoutProtocol
 
 
 def create_app(settings: ServiceSettings | None = None, colorizer=None):
