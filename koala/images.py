@@ -13,7 +13,13 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   JPEG file") and fills the missing part with grey, so the warnings it records on the decoded image
   are inspected and corrupt-image warnings refused;
 * EXIF orientation applied, CMYK converted to sRGB, alpha flattened onto white, 16-bit reduced to
-  8-bit, palettes expanded, animations reduced to their first frame.
+  8-bit, palettes expanded, animations reduced to their first frame (the only one decoded);
+* ImageMagick's pixel memory shared out between threads: its memory limit is per process (Debian's policy
+  caps it at 256 MiB, and with the disk limit at 0 there is nowhere else to go), so a decode starts only once
+  the memory it needs is free (:data:`MAGICK_MEMORY`), instead of failing half-way because another thread's
+  photo took it. An 8-bit greyscale JPEG or PNG needs two pixel caches in ImageMagick 6 (18 bytes a pixel:
+  256 MiB is 15 MP); one that could never fit is decoded by Pillow instead, after ImageMagick has read and
+  checked its header.
 
 Results are written to a temporary file beside the target and renamed into place, so an output
 file is either complete or absent. Every failure is an :class:`ImageError` naming the file and
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import re
 import struct
@@ -98,6 +105,45 @@ class ImageError(Exception):
         super().__init__(f"{self.source}: {reason}")
 
 
+class ImageBusy(ImageError):
+    """ImageMagick's memory stayed taken by other decodes for too long: try again shortly."""
+
+
+MAGICK_WAIT_S = 30.0
+"""How long a decode waits for ImageMagick's memory before giving up with :class:`ImageBusy`."""
+
+
+class MagickMemory:
+    """ImageMagick's pixel-cache memory in this process, handed out to the threads that decode.
+
+    ``capacity`` is ImageMagick's effective memory limit (what :data:`MAGICK_LIMITS` asked for, capped by the
+    system policy), read when the limits are applied.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self.capacity = 0
+        self.in_use = 0
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int, label, wait_s: float | None = None):
+        wait_s = MAGICK_WAIT_S if wait_s is None else wait_s
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.in_use + nbytes <= self.capacity or self.in_use == 0,
+                                            timeout=wait_s):
+                raise ImageBusy(label, f"ImageMagick's memory is taken by other photos (waited {wait_s:g} s)")
+            self.in_use += nbytes
+        try:
+            yield
+        finally:
+            with self._condition:
+                self.in_use -= nbytes
+                self._condition.notify_all()
+
+
+MAGICK_MEMORY = MagickMemory()
+
+
 def configure_imagemagick() -> None:
     """Apply :data:`MAGICK_LIMITS` to this process's ImageMagick (idempotent)."""
     global _limits_configured
@@ -110,6 +156,7 @@ def configure_imagemagick() -> None:
             return
         for name, value in MAGICK_LIMITS.items():
             limits[name] = value
+        MAGICK_MEMORY.capacity = int(limits["memory"])  # after the policy's cap
         _limits_configured = True
 
 
@@ -216,7 +263,7 @@ def read_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", WandWarning)
             try:
-                probe = Image.ping(blob=data, format=image_format)
+                probe = Image.ping(blob=data, format=_first_frame(image_format))
             except (WandError, WandException) as error:
                 if "returns false" not in str(error):
                     raise
@@ -229,18 +276,21 @@ def read_image(
             if width <= 0 or height <= 0:
                 raise ImageError(label, f"damaged or truncated {image_format} file (no picture size in its header)")
             _check_size(label, width, height, max_pixels)
-            with Image() as image:
+            cost = magick_decode_bytes(data, image_format, width, height, shrink_to)
+            if cost > MAGICK_MEMORY.capacity and _is_grey_8bit(data, image_format):
+                return _read_grey_with_pillow(data, label, image_format, keep_grey)
+            with MAGICK_MEMORY.reserve(cost, label), Image() as image:
                 if shrink_to and image_format == "JPEG":
                     # ImageMagick scales by min(width / hint width, height / hint height), truncated to a whole
                     # number: a side shorter than the hint gave 0 (a 10 × 10000 strip was "enlarged" to 20 × 20000
                     # or refused), so the hint never exceeds the photo's own sides
                     image.options["jpeg:size"] = f"{min(shrink_to, width)}x{min(shrink_to, height)}"
-                image.read(blob=data, format=image_format)
+                image.read(blob=data, format=_first_frame(image_format))
                 _check_coder(label, image.format, image_format)
                 problem = _decode_problem(image)
                 if problem:
                     raise ImageError(label, f"damaged or truncated image ({problem})")
-                if len(image.sequence) > 1:
+                if len(image.sequence) > 1:  # a format whose frames [0] does not select
                     with Image(image=image.sequence[0]) as first:
                         return _to_rgb_array(first, keep_grey)
                 return _to_rgb_array(image, keep_grey)
@@ -305,6 +355,63 @@ def _check_coder(label, coder: str | None, expected: str) -> None:
         raise ImageError(label, f"refused: ImageMagick read it as {coder!r}, not {expected}")
 
 
+def _first_frame(image_format: str) -> str:
+    """The format to give ImageMagick: only the first frame of an animation or multi-page TIFF is decoded."""
+    return f"{image_format}[0]" if image_format in ("GIF", "TIFF") else image_format
+
+
+_BYTES_PER_PIXEL = 10
+"""ImageMagick 6 (Q16) pixel cache: 8 bytes a pixel, and 2 more for palette, greyscale and CMYK images."""
+_GREY_BYTES_PER_PIXEL = 18
+"""8-bit greyscale JPEG and PNG: a DirectClass cache (8) and then the PseudoClass one (10), both at once."""
+
+
+def magick_decode_bytes(data: bytes, image_format: str, width: int, height: int, shrink_to: int | None = None) -> int:
+    """An upper bound of the memory ImageMagick needs to decode this photo (its first frame)."""
+    pixels = width * height
+    if shrink_to and image_format == "JPEG":
+        # libjpeg decodes at M/8 scale with M the smallest that keeps both sides at least the hint: each side is
+        # then under twice the hint's share of it, and never under 1/8
+        share = max(min(shrink_to, width) / width, min(shrink_to, height) / height)
+        pixels = math.ceil(pixels * max(1 / 64, min(1.0, (2 * share) ** 2)))
+    per_pixel = _GREY_BYTES_PER_PIXEL if _is_grey_8bit(data, image_format) else _BYTES_PER_PIXEL
+    return pixels * per_pixel
+
+
+def _is_grey_8bit(data: bytes, image_format: str) -> bool:
+    """A PNG of colour type 0 with 8 bits or fewer, or a JPEG with one component."""
+    if image_format == "PNG":
+        return len(data) >= 26 and data[12:16] == b"IHDR" and data[25] == 0 and data[24] <= 8
+    if image_format == "JPEG":
+        try:
+            frame = _jpeg_frame_header(data)
+        except struct.error:
+            return False
+        return frame is not None and len(frame) >= 6 and frame[5] == 1
+    return False
+
+
+def _read_grey_with_pillow(data: bytes, label, image_format: str, keep_grey: bool) -> np.ndarray:
+    """Decode an 8-bit greyscale JPEG or PNG with Pillow (one byte a pixel), upright; damage is an error."""
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the size was checked above, against the caller's limit
+            with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
+                picture.load()
+                upright = ImageOps.exif_transpose(picture)
+                grey = np.asarray(upright.convert("L"))
+    except MemoryError:
+        raise ImageError(label, "not enough memory to decode this image") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(label, f"damaged or truncated {image_format} data ({error})") from None
+    return grey if keep_grey else np.repeat(grey[..., None], 3, axis=-1)
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) declared by a PNG, GIF, BMP or JPEG header, without decoding; None if unknown.
 
@@ -330,6 +437,15 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    frame = _jpeg_frame_header(data)
+    if frame is None or len(frame) < 5:
+        return None
+    height, width = struct.unpack(">HH", frame[1:5])
+    return width, height
+
+
+def _jpeg_frame_header(data: bytes) -> bytes | None:
+    """The start-of-frame segment's payload (precision, height, width, components, ...), or None."""
     start_of_frame = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
     index = 2
     for _ in range(10_000):
@@ -340,8 +456,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         marker = data[index]
         index += 1
         if marker in start_of_frame:
-            height, width = struct.unpack(">HH", data[index + 3 : index + 7])
-            return width, height
+            return data[index + 2 : index + 8]
         if marker == 0xD9 or marker == 0xDA:  # end of image, or pixel data before any frame header
             return None
         if 0xD0 <= marker <= 0xD8 or marker == 0x01:
@@ -424,7 +539,7 @@ def _decode_problem(image) -> str | None:
 def _to_rgb_array(image, keep_grey: bool = False) -> np.ndarray:
     from wand.color import Color
 
-    image.auto_orient()
+    orientation = image.orientation
     if _colorspace(image) in ("cmyk", "cmy"):
         image.transform_colorspace("srgb")
     if image.alpha_channel:
@@ -442,13 +557,31 @@ def _to_rgb_array(image, keep_grey: bool = False) -> np.ndarray:
         pixels = np.empty((height, width) if grey else (height, width, 3), dtype=np.uint8)
         if not _export_pixels(image, "R" if grey else "RGB", pixels):
             raise ValueError("could not export the pixels")
+        pixels = upright(pixels, orientation)
         if grey and not keep_grey:
             return np.repeat(pixels[..., None], 3, axis=-1)
         return pixels
     raw = image.make_blob(format="RGB")
     if raw is None or len(raw) != width * height * 3:
         raise ValueError("unexpected pixel data size")
-    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()
+    return upright(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy(), orientation)
+
+
+def upright(pixels: np.ndarray, orientation: str | None) -> np.ndarray:
+    """Apply an EXIF orientation (ImageMagick's name for it) to decoded pixels, as a contiguous copy.
+
+    Done in NumPy rather than with ImageMagick's ``auto_orient``, which needs a second pixel cache as large as
+    the first (a 20 MP phone photo taken upright could not be decoded within 256 MiB)."""
+    turned = {
+        "top_right": lambda a: a[:, ::-1],                      # 2: mirrored left to right
+        "bottom_right": lambda a: a[::-1, ::-1],                # 3: upside down
+        "bottom_left": lambda a: a[::-1],                       # 4: mirrored top to bottom
+        "left_top": lambda a: a.swapaxes(0, 1),                 # 5: transposed
+        "right_top": lambda a: np.rot90(a, k=-1),               # 6: turned a quarter clockwise
+        "right_bottom": lambda a: a.swapaxes(0, 1)[::-1, ::-1],  # 7: transverse
+        "left_bottom": lambda a: np.rot90(a, k=1),              # 8: turned a quarter anticlockwise
+    }.get(orientation or "", lambda a: a)(pixels)
+    return np.ascontiguousarray(turned)
 
 
 def _colorspace(image) -> str:

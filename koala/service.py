@@ -497,12 +497,17 @@ def image_error_problem(error: images.ImageError) -> Problem:
     """Map a reason from :func:`koala.images.read_image` to an HTTP answer."""
     reason = error.reason
     lowered = reason.lower()
+    if isinstance(error, images.ImageBusy):
+        return Problem(503, "The colouriser is busy with other large photos, try again in 10 s.",
+                       headers={"Retry-After": "10"})
     if lowered.startswith("not a supported image"):
         return Problem(415, "This is not a photo Koala can read: send a JPEG, PNG, TIFF, WebP, GIF or BMP image.")
     if "cache resources exhausted" in lowered:
         return Problem(413, "The image is too large for this server's image memory: try a smaller one.")
-    if "too large" in lowered or "exceeds limit" in lowered or "memory" in lowered:
+    if "too large" in lowered or "exceeds limit" in lowered:
         return Problem(413, f"The image is too large ({reason}).")
+    if "memory" in lowered:
+        return Problem(413, "The image is too large for this server's image memory: try a smaller one.")
     if lowered.startswith("file is empty"):
         return Problem(400, "The request has no image in it.")
     if "returns false" in lowered or "delegate" in lowered:
