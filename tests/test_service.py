@@ -430,3 +430,228 @@ def test_overload_is_answered_503_with_retry_after_promptly(small_server):
     assert after["ok"] and after["busy"] == 0 and after["queued"] == 0
     assert small_server.process.poll() is None
     assert httpx.post(small_server.url + "/api/colorize", content=encoded(8, 64, 64, "PNG"), timeout=30).status_code == 200
+
+
+# --- under real traffic: slow senders, idle connections, large photos at once, async clients ------------------
+# Each of these failed against the service before issue 16 was fixed (see the test's docstring for how).
+
+SLOW_SENDERS = 6
+UPLOAD_GRACE_S = 5.0  # koala serve's defaults, which these tests rely on
+HEADER_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def traffic_server(tiny_model_dir):
+    live = LiveServer(tiny_model_dir, "--workers", "2", "--queue", "4")
+    try:
+        yield live.wait_ready()
+    finally:
+        live.stop()
+
+
+def seconds_until_closed(connection: socket.socket, limit: float) -> tuple[float, bytes]:
+    """Wait (reading) until the server closes the connection; (seconds, what it said). ``limit`` if it never does."""
+    started = time.perf_counter()
+    said = b""
+    connection.settimeout(0.5)
+    while time.perf_counter() - started < limit:
+        try:
+            data = connection.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        said += data
+    return time.perf_counter() - started, said
+
+
+def slow_sender(port: int, results: list, stop_after: float) -> None:
+    """A client that declares a 200 kB upload and sends it at about 3 bytes a second."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                           b"Content-Length: 200000\r\n\r\n\xff\xd8")
+        started = time.perf_counter()
+        answer = b""
+        connection.settimeout(0.3)
+        while time.perf_counter() - started < stop_after and b"\r\n\r\n" not in answer:
+            try:
+                connection.sendall(b"\x00")
+                data = connection.recv(4096)
+                if not data:
+                    break
+                answer += data
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        results.append((time.perf_counter() - started, answer))
+
+
+def test_slow_senders_neither_block_others_nor_stay(traffic_server):
+    """Before: six connections trickling their bodies held all six places (2 workers + 4 queued) for up to
+    60 s, and every normal upload meanwhile got 503."""
+    results: list[tuple[float, bytes]] = []
+    senders = [threading.Thread(target=slow_sender, args=(traffic_server.port, results, 40.0))
+               for _ in range(SLOW_SENDERS)]
+    for sender in senders:
+        sender.start()
+    time.sleep(1.0)
+    health = httpx.get(traffic_server.url + "/healthz").json()
+    assert health["receiving"] == SLOW_SENDERS and health["busy"] + health["queued"] == 0, health
+
+    photo = encoded(20, 300, 400, "JPEG")
+    statuses: list[int] = []
+
+    def upload_five() -> None:
+        with httpx.Client(timeout=60) as client:
+            for _ in range(5):
+                statuses.append(client.post(traffic_server.url + "/api/colorize", content=photo).status_code)
+
+    uploaders = [threading.Thread(target=upload_five) for _ in range(2)]
+    for uploader in uploaders:
+        uploader.start()
+    for uploader in uploaders:
+        uploader.join()
+    assert statuses == [200] * 10, statuses  # the slow senders took no place
+
+    for sender in senders:
+        sender.join()
+    assert len(results) == SLOW_SENDERS
+    for seconds, answer in results:  # bounded in time: the grace, then the rate counts
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert seconds < UPLOAD_GRACE_S + 4, seconds
+    assert httpx.get(traffic_server.url + "/healthz").json()["receiving"] == 0
+
+
+def test_idle_and_half_sent_connections_are_closed(traffic_server):
+    """Before: a connection that sent nothing was still open after 61 s, one with half a request head after 20 s."""
+    silent = socket.create_connection(("127.0.0.1", traffic_server.port))
+    half_head = socket.create_connection(("127.0.0.1", traffic_server.port))
+    half_head.sendall(b"POST /api/colorize HTTP/1.1\r\nHost: x\r\n")
+    trickling = socket.create_connection(("127.0.0.1", traffic_server.port))  # a byte a second, never ending
+    timings: dict[str, float] = {}
+
+    def watch(name: str, connection: socket.socket) -> None:
+        with connection:
+            timings[name] = seconds_until_closed(connection, HEADER_TIMEOUT_S + 20)[0]
+
+    watchers = [threading.Thread(target=watch, args=item)
+                for item in (("silent", silent), ("half head", half_head))]
+    for watcher in watchers:
+        watcher.start()
+    started = time.perf_counter()
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
+    closed_at = None
+    with trickling:
+        for byte in head:
+            try:
+                trickling.sendall(bytes([byte]))
+            except OSError:
+                closed_at = time.perf_counter() - started
+                break
+            trickling.settimeout(1.0)
+            try:
+                if trickling.recv(1) == b"":
+                    closed_at = time.perf_counter() - started
+                    break
+            except TimeoutError:
+                pass
+    for watcher in watchers:
+        watcher.join()
+    assert timings["silent"] < HEADER_TIMEOUT_S + 3, timings
+    assert timings["half head"] < HEADER_TIMEOUT_S + 3, timings
+    assert closed_at is not None and closed_at < HEADER_TIMEOUT_S + 3, closed_at
+
+    with socket.create_connection(("127.0.0.1", traffic_server.port)) as kept_alive:  # idle after an answer
+        kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        seconds, said = seconds_until_closed(kept_alive, HEADER_TIMEOUT_S + 20)
+        assert said.startswith(b"HTTP/1.1 200") and seconds < HEADER_TIMEOUT_S + 3, (seconds, said[:80])
+
+
+def grey_gradient(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rows = np.linspace(0, 60 + seed, height, dtype=np.float32)[:, None]
+    return ((np.linspace(0, 255, width, dtype=np.float32)[None, :] + rows) % 256).astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_a_grey_17_megapixel_png_is_coloured(traffic_server):
+    """Before: 422 "damaged or truncated PNG data" for any 8-bit grey PNG over about 15.5 MP (the limit is 25)."""
+    grey = png_bytes(grey_gradient(3600, 4800))
+    response = httpx.post(traffic_server.url + "/api/colorize", content=grey, timeout=180)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-koala-size"] == "4800x3600"
+    assert open_image(response.content).size == (4800, 3600)
+
+
+def post_together(url: str, bodies: list[bytes]) -> list[httpx.Response]:
+    responses: list[httpx.Response | None] = [None] * len(bodies)
+    gate = threading.Barrier(len(bodies))
+
+    def send(index: int) -> None:
+        with httpx.Client(timeout=300) as client:
+            gate.wait()
+            responses[index] = client.post(url + "/api/colorize", content=bodies[index])
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return responses
+
+
+def assert_coloured_or_busy(responses: list[httpx.Response]) -> None:
+    for response in responses:
+        assert response.status_code in (200, 503), response.text  # never 413 / 422 within the limits
+        if response.status_code == 503:
+            assert int(response.headers["retry-after"]) >= 1
+    assert any(response.status_code == 200 for response in responses)
+
+
+def test_large_photos_at_once_are_coloured_or_told_to_wait(traffic_server):
+    """Before: two 17 MP RGB PNGs posted together gave 413 + 200 (ImageMagick's memory limit is per process),
+    and a 12 MP grey PNG beside a 24 MP one got 422 "damaged"."""
+    pair = [png_bytes(np.stack([grey_gradient(3600, 4800, seed), grey_gradient(3600, 4800, seed)[:, ::-1],
+                                grey_gradient(3600, 4800, 2 * seed)], axis=-1)) for seed in (1, 2)]
+    assert_coloured_or_busy(post_together(traffic_server.url, pair))
+    mixed = [png_bytes(grey_gradient(3000, 4000, 3)),
+             png_bytes(np.repeat(grey_gradient(4000, 6000, 4)[..., None], 3, axis=-1))]
+    assert_coloured_or_busy(post_together(traffic_server.url, mixed))
+    assert httpx.get(traffic_server.url + "/healthz").json()["ok"] is True
+
+
+def test_forty_async_multipart_uploads_each_get_an_answer(traffic_server):
+    """Before: the 503 was sent before the body was read and the connection closed, so the kernel reset it:
+    34 of 40 async httpx uploads got ReadError / ConnectionResetError instead of their 503."""
+    import asyncio
+
+    photo = encoded(21, 1200, 1600, "JPEG")
+    assert len(photo) > 500_000  # still being sent when the answer is known
+
+    async def upload(client: httpx.AsyncClient, index: int):
+        try:
+            response = await client.post(traffic_server.url + "/api/colorize",
+                                         files={"file": (f"photo {index}.jpg", photo, "image/jpeg")})
+        except httpx.HTTPError as error:
+            return f"{type(error).__name__}: {error}"
+        return response.status_code, response.headers.get("retry-after")
+
+    async def burst():
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+            return await asyncio.gather(*(upload(client, index) for index in range(40)))
+
+    outcomes = asyncio.run(burst())
+    failures = [outcome for outcome in outcomes if not isinstance(outcome, tuple)]
+    assert failures == [], failures
+    assert {status for status, _ in outcomes} <= {200, 503}, outcomes
+    assert any(status == 200 for status, _ in outcomes) and any(status == 503 for status, _ in outcomes), outcomes
+    assert all(int(retry_after) >= 1 for status, retry_after in outcomes if status == 503)
+    assert httpx.get(traffic_server.url + "/healthz").json()["busy"] == 0
