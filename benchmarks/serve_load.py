@@ -1,4 +1,5 @@
-"""Load test for ``koala serve``: M requests, C at a time; prints throughput, latency and the 503 rate.
+"""Load test for ``koala serve``: M requests, C at a time, then again beside S slow senders; prints throughput,
+latency and the 503 rate of both runs.
 
     # start a server for the run (an untrained tiny model unless --model is given)
     .venv/bin/python benchmarks/serve_load.py --requests 60 --concurrency 8 --workers 2 --queue 4
@@ -10,11 +11,17 @@ Each of the C clients sends its next request as soon as it has an answer (a 503 
 for Retry-After), so C above the server's workers + queue shows how fast and how often it turns work away.
 Latencies are reported for the accepted (200) requests and, separately, for the 503s, which should come back
 at once, whatever the load.
+
+The second run repeats the first while S slow senders (``--slow-senders``, 6 by default: NGINX's limit_conn
+in deploy/nginx.conf was 6) each declare a 200 kB upload and send it at about 3 bytes a second, starting again
+as soon as the server cuts them off. They should cost the others nothing: the server takes a place only for a
+complete upload, and answers a slow one 408 after its grace period (the times to those 408s are reported).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -77,6 +84,54 @@ def start_server(model: Path, workers: int, queue: int) -> tuple[subprocess.Pope
     raise SystemExit("koala serve did not start in 120 s")
 
 
+class SlowSenders:
+    """``count`` clients that each trickle a declared 200 kB upload at about 3 bytes a second, again and again."""
+
+    def __init__(self, url: str, count: int):
+        address = httpx.URL(url)
+        self.host, self.port = address.host, address.port or 80
+        self.count = count
+        self.cut_after: list[float] = []  # seconds from the request head to the server's answer (or close)
+        self.answers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, daemon=True) for _ in range(count)]
+
+    def __enter__(self) -> SlowSenders:
+        for thread in self._threads:
+            thread.start()
+        time.sleep(1.0)  # let them all be in before the measured run starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _send(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=5) as connection:
+                connection.sendall(b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                                   b"Content-Length: 200000\r\n\r\n")
+                connection.settimeout(0.3)
+                started, answer = time.perf_counter(), b""
+                while not self._stop.is_set() and b"\r\n" not in answer:
+                    try:
+                        connection.sendall(b"\x00")
+                        data = connection.recv(4096)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        answer = answer or b"closed "
+                        break
+                    answer += data
+                if answer and not self._stop.is_set():
+                    self.cut_after.append(time.perf_counter() - started)
+                    status = answer.split(b"\r\n")[0].decode(errors="replace")
+                    self.answers[status] = self.answers.get(status, 0) + 1
+
+
 def run_load(url: str, photo: bytes, requests: int, concurrency: int) -> dict:
     results: list[tuple[int | str, float]] = []
     lock = threading.Lock()
@@ -129,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", "-m", type=int, default=40, help="requests to send (M)")
     parser.add_argument("--concurrency", "-c", type=int, default=8, help="requests in flight at once (C)")
     parser.add_argument("--size", default="1200x1600", help="photo size, HEIGHTxWIDTH")
+    parser.add_argument("--slow-senders", type=int, default=6,
+                        help="slow senders during the second run (0: one run only)")
     arguments = parser.parse_args(argv)
 
     height, width = (int(value) for value in arguments.size.lower().split("x"))
@@ -145,21 +202,37 @@ def main(argv: list[str] | None = None) -> int:
             print(f"target {url}: model {health.get('model')}, workers {health.get('workers')}, "
                   f"queue {health.get('queue')}; photo {width}×{height} ({len(photo) / 1e6:.1f} MB)")
             print(f"sending {arguments.requests} requests, {arguments.concurrency} at a time")
-            report = run_load(url, photo, arguments.requests, arguments.concurrency)
+            reports = {"alone": run_load(url, photo, arguments.requests, arguments.concurrency)}
+            if arguments.slow_senders:
+                with SlowSenders(url, arguments.slow_senders) as slow:
+                    print(f"again, beside {arguments.slow_senders} slow senders (about 3 bytes/s each)")
+                    reports[f"{arguments.slow_senders} slow senders"] = run_load(
+                        url, photo, arguments.requests, arguments.concurrency)
             after = httpx.get(url + "/healthz", timeout=5).json()
         finally:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
 
-    total = report["requests"] or 1
-    print(f"done in {report['seconds']:.1f} s: {report['ok']} coloured, {report['busy']} turned away (503)"
-          + (f", other: {report['others']}" if report["others"] else ""))
-    print(f"throughput   {report['throughput']:.2f} photos/s")
-    print(f"latency p50  {report['p50']:.2f} s   p95 {report['p95']:.2f} s   (accepted requests)")
-    print(f"503 rate     {100 * report['busy'] / total:.0f} %   (p95 time to a 503: {report['busy_p95'] * 1000:.0f} ms)")
-    print(f"server after the run: ok={after.get('ok')} busy={after.get('busy')} queued={after.get('queued')}")
-    return 0 if after.get("ok") and not report["others"] else 1
+    print(f"{'run':<18} {'coloured':>8} {'503':>5} {'other':>6} {'photos/s':>9} {'p50 s':>7} {'p95 s':>7} "
+          f"{'503 p95 ms':>10}")
+    for name, report in reports.items():
+        print(f"{name:<18} {report['ok']:>8} {report['busy']:>5} {sum(report['others'].values()):>6} "
+              f"{report['throughput']:>9.2f} {report['p50']:>7.2f} {report['p95']:>7.2f} "
+              f"{report['busy_p95'] * 1000:>10.0f}" + (f"   other: {report['others']}" if report["others"] else ""))
+    if len(reports) == 2:
+        alone, beside = reports.values()
+        ratio = beside["throughput"] / alone["throughput"] if alone["throughput"] else float("nan")
+        print(f"throughput beside the slow senders / alone: {ratio:.2f}")
+        if slow.cut_after:
+            print(f"slow senders answered {slow.answers} after p50 {percentile(slow.cut_after, 0.5):.1f} s, "
+                  f"max {max(slow.cut_after):.1f} s")
+        else:
+            print("slow senders: none was answered during the run (they hold their connections)")
+    print(f"server after the runs: ok={after.get('ok')} busy={after.get('busy')} queued={after.get('queued')} "
+          f"receiving={after.get('receiving')}")
+    others = any(report["others"] for report in reports.values())
+    return 0 if after.get("ok") and not others else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of deploy/nginx.conf: two `koala serve` back ends and Debian's nginx on loopback, in a
 # temporary prefix; checks the page, a colourisation through the proxy, 503 + Retry-After under overload,
-# and that nothing was written to nginx's temporary folders; then stops everything.
+# six slow senders (they block nobody and are answered 408 within seconds), idle connections closed, and
+# that nothing was written to nginx's temporary folders; then stops everything.
 #
 #   deploy/test_nginx.sh                 # an untrained tiny model is made for the run
 #   KOALA_MODEL=models/default deploy/test_nginx.sh
@@ -69,7 +70,7 @@ MODEL=${MODEL:-$PREFIX/model}
 # --- two back ends -------------------------------------------------------------------------------------
 PORT1=$(free_port); PORT2=$(free_port); FRONT=$(free_port)
 for port in "$PORT1" "$PORT2"; do
-    "$PYTHON" -m koala serve --model "$MODEL" --port "$port" --workers 1 --queue 2 --no-access-log \
+    "$PYTHON" -m koala serve --model "$MODEL" --port "$port" --workers 1 --queue 2 --receiving 8 --no-access-log \
         >"$PREFIX/backend-$port.log" 2>&1 &
     BACKEND_PIDS+=($!)
 done
@@ -94,6 +95,7 @@ say "nginx ready on $URL"
 curl -fsS "$URL/" | grep -q 'id="file"' || fail "the page is not served at /"
 curl -fsS -o /dev/null "$URL/static/app.js" || fail "/static/app.js is not served"
 [[ $(curl -s -o /dev/null -w '%{http_code}' "$URL/service.py") == 404 ]] || fail "nginx serves more than the page"
+curl -fsS "$URL/favicon.ico" | grep -q '<svg' || fail "no favicon"
 say "ok: page and static files"
 
 # --- one colourisation through the proxy (raw body and multipart) ------------------------------------------
@@ -133,6 +135,63 @@ done
 say "overload: $ok coloured, $busy turned away with 503 + Retry-After"
 (( ok >= 2 && busy >= 1 )) || fail "expected some 200s and some 503s, got $ok and $busy"
 say "ok: 503 + Retry-After when full"
+
+# --- six slow senders and idle connections -------------------------------------------------------------------
+"$PYTHON" - "$FRONT" "$PREFIX/small.jpg" <<'PY' || fail "slow senders or idle connections (see above)"
+import socket, sys, threading, time
+
+import httpx
+
+port, photo = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+answers = []
+
+def slow_sender():  # a 200 kB upload at about 3 bytes a second
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(b"POST /api/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                           b"Content-Length: 200000\r\n\r\n")
+        connection.settimeout(0.3)
+        started, answer = time.monotonic(), b""
+        while time.monotonic() - started < 40 and b"\r\n\r\n" not in answer:
+            try:
+                connection.sendall(b"\x00")
+                data = connection.recv(4096)
+                if not data:
+                    break
+                answer += data
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        answers.append((time.monotonic() - started, answer[:12]))
+
+def closed_within(connection, limit):
+    connection.settimeout(limit)
+    started = time.monotonic()
+    try:
+        connection.recv(1)
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+senders = [threading.Thread(target=slow_sender) for _ in range(6)]
+for sender in senders:
+    sender.start()
+time.sleep(1)
+codes = [httpx.post(f"http://127.0.0.1:{port}/api/colorize", content=photo, timeout=60).status_code for _ in range(10)]
+print(f"beside six slow senders: {codes.count(200)} of 10 coloured", file=sys.stderr)
+silent = socket.create_connection(("127.0.0.1", port))
+for sender in senders:
+    sender.join()
+print("slow senders answered:", sorted((round(seconds, 1), answer) for seconds, answer in answers), file=sys.stderr)
+idle = closed_within(silent, 30)
+print(f"a silent connection was closed after {idle} s", file=sys.stderr)
+assert codes == [200] * 10, codes
+assert all(answer.startswith(b"HTTP/1.1 408") and seconds < 12 for seconds, answer in answers), answers
+assert idle is not None and idle < 15, idle
+PY
+say "ok: six slow senders blocked nobody and were answered 408; an idle connection was closed"
 
 # --- nothing on disk, everything still up -------------------------------------------------------------------
 leftovers=$(find "$PREFIX/tmp" -type f | wc -l)

@@ -6,7 +6,9 @@ Routes::
     POST /api/colorize  image in (the raw request body, or the multipart form field ``file``),
                         colour image out: JPEG or PNG, by ``?format=jpeg|png``, else ``Accept``, else
                         JPEG for a JPEG upload and PNG for anything else
-    GET  /healthz       {"ok", "model", "busy", "queued", "workers", "queue", ...}
+    GET  /healthz       {"ok", "model", "busy", "queued", "receiving", "workers", "queue", "max_upload_bytes",
+                         "max_pixels", ...} (the page reads its limits here)
+    GET  /favicon.ico   the page's icon (an SVG)
 
 How a request goes::
 
@@ -752,6 +754,12 @@ class KoalaService:
 
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
 
+    async def favicon(self, request):
+        from starlette.responses import FileResponse
+
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
+
 
 async def _client_gone(request) -> None:
     """Return once the client has disconnected (the body has been read, so the next message says so)."""
@@ -849,6 +857,7 @@ def create_app(settings: ServiceSettings | None = None, colorizer=None):
         Route("/", service.page, methods=["GET", "HEAD"]),
         Route("/api/colorize", service.colorize_endpoint, methods=["POST"]),
         Route("/healthz", service.healthz, methods=["GET", "HEAD"]),
+        Route("/favicon.ico", service.favicon, methods=["GET", "HEAD"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(

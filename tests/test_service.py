@@ -655,3 +655,35 @@ def test_forty_async_multipart_uploads_each_get_an_answer(traffic_server):
     assert any(status == 200 for status, _ in outcomes) and any(status == 503 for status, _ in outcomes), outcomes
     assert all(int(retry_after) >= 1 for status, retry_after in outcomes if status == 503)
     assert httpx.get(traffic_server.url + "/healthz").json()["busy"] == 0
+
+
+def test_page_states_the_limits_and_has_an_icon(server):
+    page = httpx.get(server.url + "/").text
+    assert 'id="limit-size"' in page and 'id="limit-pixels"' in page  # filled in from /healthz by app.js
+    assert "30 MB" in page and "25 megapixels" in page  # the defaults, until the page knows this server's
+    health = httpx.get(server.url + "/healthz").json()
+    assert health["max_upload_bytes"] == MAX_UPLOAD_MB * 1024 * 1024 and health["max_pixels"] == 25_000_000
+    icon = httpx.get(server.url + "/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in icon.content and "/static/favicon.svg" in page
+
+
+def test_non_ascii_upload_names_are_kept_in_the_download_name(server):
+    files = {"file": ("Großvater 1943 外公.png", encoded(22, 64, 80, "PNG"), "image/png")}
+    response = httpx.post(server.url + "/api/colorize", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    disposition = response.headers["content-disposition"]
+    disposition.encode("ascii")  # a header: the UTF-8 name goes percent-encoded in filename*, RFC 6266
+    assert 'filename="Gro' in disposition and '-1943-coloured.png"' in disposition  # the ASCII name, for old clients
+    assert "filename*=UTF-8''Gro%C3%9Fvater-1943-%E5%A4%96%E5%85%AC-coloured.png" in disposition
+
+
+def test_a_multi_page_tiff_beyond_the_image_memory_gives_its_first_page(server):
+    """Before: "too large (cannot decode (memory allocation failed))": every page was decoded, 8 × 128 MB."""
+    pages = [Image.fromarray(np.full((4000, 4000), 40 + 20 * index, dtype=np.uint8)) for index in range(8)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    assert len(buffer.getvalue()) < MAX_UPLOAD_MB * 1024 * 1024
+    response = httpx.post(server.url + "/api/colorize?format=png", content=buffer.getvalue(), timeout=120)
+    assert response.status_code == 200, response.text
+    assert open_image(response.content).size == (4000, 4000)

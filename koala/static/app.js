@@ -52,7 +52,8 @@
   }
 
   function outputName(fileName, contentType) {
-    const stem = (fileName || "photo").replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9._-]+/g, "-") || "photo";
+    const stem = (fileName || "photo").replace(/\.[^.]*$/, "").replace(/[^\p{L}\p{N}_.-]+/gu, "-")
+      .replace(/^[.\-_]+|[.\-_]+$/g, "").slice(0, 80) || "photo";
     return `${stem}-coloured.${contentType === "image/png" ? "png" : "jpg"}`;
   }
 
@@ -121,6 +122,14 @@
     info.textContent = size ? `${size.replace("x", " × ")} pixels, ${Math.round(coloured.size / 1024)} KB` : "";
   }
 
+  function showLimits() {  // this server's own limits (the page says the defaults until it knows)
+    fetch("/healthz", { cache: "no-store" }).then((response) => response.json()).then((health) => {
+      if (health.max_upload_bytes) $("limit-size").textContent = `${Math.floor(health.max_upload_bytes / 1048576)} MB`;
+      if (health.max_pixels) $("limit-pixels").textContent = `${Math.floor(health.max_pixels / 1e6)} megapixels`;
+    }).catch(() => { /* keep the defaults */ });
+  }
+
+  showLimits();
   input.addEventListener("change", () => { if (input.files.length) send(input.files[0]); input.value = ""; });
   retry.addEventListener("click", () => { if (lastFile) send(lastFile); });
   slider.addEventListener("input", () => setSplit(Number(slider.value)));
