@@ -17,6 +17,7 @@ The head is the same :func:`koala.model.build_colorizer` model; only the wrapper
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -130,15 +131,38 @@ def _whole_batches(photos: np.ndarray, embeddings: np.ndarray | None, batch_size
     return photos, embeddings
 
 
-def model_flops_per_image(head, image_size: int) -> float:
-    """Forward FLOPs (2 × multiply-adds) of the head's convolutions for one image."""
+def _repeat_whole_split(photos: np.ndarray, embeddings: np.ndarray | None, multiple: int):
+    """Repeat the whole split until its length is a multiple of ``multiple`` (the device count), so that every
+    batch, the last one included, divides evenly over the devices. Each photo appears the same number of times,
+    so the mean loss over the split does not change (Keras weighs each batch by its size)."""
+    copies = multiple // math.gcd(len(photos), multiple)
+    if copies == 1:
+        return photos, embeddings
+    photos = np.concatenate([photos] * copies)
+    if embeddings is not None:
+        embeddings = np.concatenate([embeddings] * copies)
+    return photos, embeddings
+
+
+def model_flops_per_image(head, image_size: int | None = None) -> float:
+    """Forward FLOPs (2 × multiply-adds) of one image through the head's convolutions and dense layers,
+    nested models included (``image_size`` is read from the model; the argument is kept for callers)."""
     total = 0.0
     for layer in head.layers:
-        if layer.__class__.__name__ == "Conv2D":
+        kind = layer.__class__.__name__
+        if hasattr(layer, "layers") and kind in ("Functional", "Model", "Sequential"):
+            total += model_flops_per_image(layer)
+        elif kind == "Conv2D":
             _, height, width, filters = layer.output.shape
             kernel_height, kernel_width = layer.kernel_size
             channels = layer.input.shape[-1]
             total += 2.0 * height * width * filters * kernel_height * kernel_width * channels
+        elif kind == "DepthwiseConv2D":
+            _, height, width, channels = layer.output.shape
+            kernel_height, kernel_width = layer.kernel_size
+            total += 2.0 * height * width * channels * kernel_height * kernel_width
+        elif kind == "Dense":
+            total += 2.0 * layer.kernel.shape[0] * layer.kernel.shape[1]
     return total
 
 
@@ -169,11 +193,19 @@ def train_in_memory(
     from koala.model import build_colorizer
     from koala.train import class_weights_for, save_head
 
+    if config.architecture != "koalarization":
+        raise ValueError(f"the in-memory trainer trains the tutorial architecture; {config.architecture} trains "
+                         "on its cached encoder features with koala train (no --in-memory)")
+    devices = keras.distribution.list_devices() if distribute else []
+    if distribute and config.batch_size % len(devices):
+        raise ValueError(
+            f"the batch size ({config.batch_size}) must be a multiple of the number of devices ({len(devices)}) "
+            "to spread each batch over them"
+        )
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if distribute:
-        devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         log(f"data-parallel over {len(devices)} devices: {devices}")
     if mixed_precision:
@@ -187,6 +219,10 @@ def train_in_memory(
             validation = None
         log(f"loaded {len(ids)} training photos ({photos.nbytes / 1e6:.0f} MB) into memory")
         photos, embeddings = _whole_batches(photos, embeddings, config.batch_size, config.seed, log)
+        if distribute:  # a split smaller than a batch (then its only batch), or a validation split of any size
+            photos, embeddings = _repeat_whole_split(photos, embeddings, len(devices))
+            if validation:
+                validation = (*_repeat_whole_split(validation[0], validation[1], len(devices)), validation[2])
         head = build_colorizer(config)
         if config.init_from:
             from koala.train import load_head

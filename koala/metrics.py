@@ -150,3 +150,36 @@ def mean_metrics(items: list[ImageMetrics]) -> ImageMetrics:
         true_colorfulness=true_colour,
         colorfulness_ratio=predicted_colour / true_colour if true_colour > 0 else float("nan"),
     )
+
+
+HUE_THRESHOLD = 3.0
+"""a* or b* below minus this many units counts a pixel as greenish or bluish (:func:`hue_shares`)."""
+
+
+@dataclasses.dataclass
+class HueShares:
+    """How a colouring is spread over hues: what a sepia filter lacks and a global cast overdoes."""
+
+    mean_chroma: float
+    """Mean sqrt(a*² + b*²) over the pixels."""
+    bluish: float
+    """Share of pixels with b* < -HUE_THRESHOLD (skies, sea, shade)."""
+    greenish: float
+    """Share of pixels with a* < -HUE_THRESHOLD (foliage, grass)."""
+    warm: float
+    """Share of pixels with a* > HUE_THRESHOLD or b* > HUE_THRESHOLD (skin, earth, brick, sepia)."""
+    mean_ab: tuple[float, float]
+    """The image's mean a*, b*: far from (0, 0) on every photo means a global colour cast."""
+
+
+def hue_shares(rgb: np.ndarray, threshold: float = HUE_THRESHOLD) -> HueShares:
+    """:class:`HueShares` of a uint8 sRGB image (H, W, 3), e.g. a colourised photo without ground truth."""
+    ab = color.rgb_to_lab(np.asarray(rgb))[..., 1:].reshape(-1, 2).astype(np.float64)
+    a, b = ab[:, 0], ab[:, 1]
+    return HueShares(
+        mean_chroma=float(np.hypot(a, b).mean()),
+        bluish=float((b < -threshold).mean()),
+        greenish=float((a < -threshold).mean()),
+        warm=float(((a > threshold) | (b > threshold)).mean()),
+        mean_ab=(float(a.mean()), float(b.mean())),
+    )

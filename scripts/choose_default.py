@@ -1,0 +1,185 @@
+"""Choose the default model by the rule, on validation photos; confirm it on two test sets; show WWII photos.
+
+    python scripts/choose_default.py runs/a runs/b@0.3 runs/b@0.5 models/default \
+        --data ~/.cache/koala-data/main --other-test ../shared/data/photos \
+        --historic ../shared/data/historic --out models/comparison-unet
+
+A candidate is a model folder, with ``@T`` for a classification model's annealed-mean temperature. The rule:
+among the candidates whose PSNR beats the grey baseline by at least ``--min-gain`` dB on the validation split,
+the most colourful (mean colourfulness over the truth's); test sets are scored for every candidate but never
+used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
+hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _candidate(text: str):
+    path, _, temperature = text.partition("@")
+    return path, (float(temperature) if temperature else None)
+
+
+def _label(path: str, temperature) -> str:
+    name = Path(path).name
+    return f"{name} T={temperature:g}" if temperature is not None else name
+
+
+def _make_caching_colorizer():
+    """A Colorizer that remembers the network's raw output per input batch, so that scoring one
+    classification model at several temperatures runs the network once."""
+    import numpy as np
+
+    from koala.colorize import Colorizer
+    from koala.train import ab_from_output
+
+    outputs: dict[tuple[str, str], np.ndarray] = {}
+
+    class CachingColorizer(Colorizer):
+        def predict_ab(self, lightness):
+            lightness = np.asarray(lightness, dtype=np.float32)
+            key = (str(self.model_path), hashlib.sha1(lightness.tobytes()).hexdigest())
+            if key not in outputs:
+                from koala import color
+
+                l_norm = color.normalize_lightness(lightness)[..., None]
+                inputs = [l_norm, self.embedder.embed_lightness(lightness)] if self.embedder is not None else l_norm
+                outputs[key] = np.asarray(self.model.predict_on_batch(inputs))
+            return ab_from_output(outputs[key], self.config, lightness.shape[1:3], self.temperature)
+
+    return CachingColorizer
+
+
+def _row(result) -> dict:
+    summary = result.summary_dict()
+    model, grey = summary["model"], summary["grey baseline"]
+    return {
+        "psnr": model["psnr"], "grey_psnr": grey["psnr"], "gain": model["psnr"] - grey["psnr"],
+        "ssim": model["ssim"], "grey_ssim": grey["ssim"], "auc": model["auc"], "grey_auc": grey["auc"],
+        "colorfulness_ratio": model["colorfulness_ratio"], "wins": result.wins, "count": len(result.images),
+    }
+
+
+def _table(title: str, rows: dict[str, dict]) -> list[str]:
+    lines = [f"### {title}", "", "| model | PSNR (dB) | gain over grey | SSIM | colourfulness × truth | AuC | better than grey |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    any_row = next(iter(rows.values()))
+    lines.append(f"| grey baseline | {any_row['grey_psnr']:.2f} | 0 | {any_row['grey_ssim']:.4f} | 0.00 | "
+                 f"{any_row['grey_auc']:.4f} | |")
+    for label, row in rows.items():
+        lines.append(f"| {label} | {row['psnr']:.2f} | {row['gain']:+.2f} | {row['ssim']:.4f} | "
+                     f"{row['colorfulness_ratio']:.2f} | {row['auc']:.4f} | "
+                     f"{row['wins']}/{row['count']} ({100 * row['wins'] / row['count']:.0f} %) |")
+    return lines + [""]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("candidates", nargs="+", help="model folders, MODEL@T for a classification temperature")
+    parser.add_argument("--data", required=True, help="prepared set: its validation split chooses, its test split confirms")
+    parser.add_argument("--other-test", default=None, help="a folder of colour photos from another source (test only)")
+    parser.add_argument("--historic", default=None, help="folder of real black-and-white photos (no truth: for looking)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--min-gain", type=float, default=0.3, help="validation PSNR gain over grey a candidate needs")
+    parser.add_argument("--photos", type=int, default=6, help="test photos in the figure")
+    arguments = parser.parse_args()
+
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from koala import color, images, metrics
+    from koala.evaluate import evaluate, evaluation_images, predict
+    from koala.plots import save_figure
+
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    caching_colorizer = _make_caching_colorizer()
+    candidates = [_candidate(text) for text in arguments.candidates]
+    colorizers = {}
+    for path, temperature in candidates:
+        colorizers[_label(path, temperature)] = caching_colorizer(path, temperature=temperature)
+
+    quiet = dict(progress=False, log=lambda message: None)
+    results: dict[str, dict[str, dict]] = {"validation": {}, "test": {}, "other-test": {}}
+    for label, colorizer in colorizers.items():
+        results["validation"][label] = _row(evaluate(colorizer, arguments.data, split="validation", **quiet))
+        print(f"{label}: validation {results['validation'][label]}", flush=True)
+    eligible = {label: row for label, row in results["validation"].items() if row["gain"] >= arguments.min_gain}
+    chosen = max(eligible, key=lambda label: eligible[label]["colorfulness_ratio"]) if eligible else None
+    for label, colorizer in colorizers.items():
+        results["test"][label] = _row(evaluate(colorizer, arguments.data, split="test", **quiet))
+        if arguments.other_test:
+            results["other-test"][label] = _row(evaluate(colorizer, arguments.other_test, **quiet))
+        print(f"{label}: test {results['test'][label]}", flush=True)
+
+    historic = []
+    if arguments.historic:
+        historic = [(path.name, images.read_image(path)) for path, _ in images.find_images([arguments.historic])]
+    hue_rows = {}
+    historic_columns = [("input", [image for _, image in historic[:6]])]
+    truth = [image for _, image in evaluation_images(arguments.data, "test", 256, log=lambda message: None)[0]]
+    chosen_photos = np.linspace(0, len(truth) - 1, arguments.photos).astype(int)
+    test_columns = [("grey input", [color.grey_to_rgb(color.rgb_to_lightness(truth[i])) for i in chosen_photos])]
+    for label, colorizer in colorizers.items():
+        coloured = [colorizer.colorize(image) for _, image in historic]
+        shares = [metrics.hue_shares(image) for image in coloured]
+        if shares:
+            hue_rows[label] = {
+                "mean_chroma": float(np.mean([item.mean_chroma for item in shares])),
+                "bluish": float(np.mean([item.bluish for item in shares])),
+                "greenish": float(np.mean([item.greenish for item in shares])),
+                "warm": float(np.mean([item.warm for item in shares])),
+                "mean_ab": [float(np.mean([item.mean_ab[k] for item in shares])) for k in (0, 1)],
+            }
+        historic_columns.append((label, coloured[:6]))
+        test_columns.append((label, predict(colorizer, [truth[i] for i in chosen_photos])))
+    test_columns.append(("true colours", [truth[i] for i in chosen_photos]))
+
+    lines = ["# Candidates for the default model", "",
+             f"Chosen on the validation split of `{arguments.data}` by the rule: PSNR at least "
+             f"{arguments.min_gain} dB over grey, then the highest colourfulness. Test sets confirm; they choose nothing.",
+             ""]
+    lines += _table("Validation (chooses)", results["validation"])
+    lines += [f"**Chosen: {chosen or 'none: no candidate gains enough'}**", ""]
+    lines += _table("Test (a): held out from the same sources", results["test"])
+    if results["other-test"]:
+        lines += _table(f"Test (b): another source, `{arguments.other_test}`", results["other-test"])
+    if hue_rows:
+        lines += [f"### Real WWII photos ({len(historic)}; no truth)", "",
+                  "| model | mean chroma | bluish pixels (b* < -3) | greenish pixels (a* < -3) | warm pixels | mean a*, b* |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for label, row in hue_rows.items():
+            lines.append(f"| {label} | {row['mean_chroma']:.1f} | {100 * row['bluish']:.1f} % | "
+                         f"{100 * row['greenish']:.1f} % | {100 * row['warm']:.1f} % | "
+                         f"{row['mean_ab'][0]:+.1f}, {row['mean_ab'][1]:+.1f} |")
+        lines.append("")
+    (out / "candidates.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"chosen": chosen, "results": results, "historic": hue_rows}, indent=1))
+
+    for file_name, columns in (("test-photos.png", test_columns), ("historic.png", historic_columns)):
+        rows = len(columns[0][1])
+        if not rows:
+            continue
+        figure = Figure(figsize=(2.2 * len(columns), 2.2 * rows))
+        axes = figure.subplots(rows, len(columns), squeeze=False)
+        for column, (title, pictures) in enumerate(columns):
+            for row in range(rows):
+                axes[row][column].imshow(pictures[row])
+                axes[row][column].set_axis_off()
+                if row == 0:
+                    axes[row][column].set_title(title, fontsize=8)
+        figure.tight_layout()
+        save_figure(figure, out / file_name, dpi=80)
+    print(f"chosen: {chosen}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
