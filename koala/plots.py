@@ -145,3 +145,191 @@ def colorfulness_histogram(predicted: list[float], truth: list[float], title: st
     axis.set_title(title or "colourfulness: recoloured vs true photos", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+_BOX_HALF_WIDTH, _BOX_HALF_HEIGHT = 0.85, 0.45
+_BOX_COLOURS = {  # kind: (face, edge)
+    "data": ("#ffffff", "#555555"),
+    "frozen": ("#e3e7ee", "#6b7a90"),
+    "fine-tuned": ("#fbe8d3", "#c0702a"),
+    "trained": ("#e8f0fa", "#3b6ea5"),
+}
+_BOX_LEGEND = {
+    "frozen": "frozen (computed once, cached)",
+    "fine-tuned": "ImageNet start, fine-tuned in phase 2",
+    "trained": "trained",
+}
+
+
+def _shape_text(tensor) -> str:
+    return " × ".join(str(size) for size in tuple(tensor.shape)[1:])
+
+
+def _output_text(model) -> str:
+    classes = "ab_classes" in {layer.name for layer in getattr(model, "layers", [])}
+    return f"{_shape_text(model.output)}\n{'ab class scores' if classes else '(a*, b*)'}"
+
+
+def _draw_boxes(boxes: dict, arrows: list, title: str):
+    """Boxes ``{name: (x, y, text, kind)}`` joined by arrows ``[(start, end, label)]``; returns the Figure."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+
+    figure = Figure()
+    axis = figure.subplots()
+    for x, y, text, kind in boxes.values():
+        face, edge = _BOX_COLOURS[kind]
+        axis.add_patch(FancyBboxPatch((x - _BOX_HALF_WIDTH, y - _BOX_HALF_HEIGHT), 2 * _BOX_HALF_WIDTH,
+                                      2 * _BOX_HALF_HEIGHT, boxstyle="round,pad=0.05", facecolor=face, edgecolor=edge))
+        axis.text(x, y, text, ha="center", va="center", fontsize=8)
+    for start, end, label in arrows:
+        (x0, y0), (x1, y1) = boxes[start][:2], boxes[end][:2]
+        dx, dy = x1 - x0, y1 - y0
+        # leave each box where the line from its centre to the other's crosses its edge (plus a margin)
+        reach = min(_BOX_HALF_WIDTH / abs(dx) if dx else float("inf"), _BOX_HALF_HEIGHT / abs(dy) if dy else float("inf"))
+        margin = 0.12 / (dx * dx + dy * dy) ** 0.5
+        tail = (x0 + dx * (reach + margin), y0 + dy * (reach + margin))
+        head = (x1 - dx * (reach + margin), y1 - dy * (reach + margin))
+        skip = label == "skip"
+        axis.add_patch(FancyArrowPatch(tail, head, arrowstyle="-|>", mutation_scale=10, color="#3b6ea5",
+                                       linestyle="--" if skip else "-", label=f"{label or 'arrow'}: {start} -> {end}"))
+        if label:
+            axis.text((tail[0] + head[0]) / 2, (tail[1] + head[1]) / 2 + 0.08, label, ha="center", va="bottom",
+                      fontsize=7, color="#3b6ea5")
+    kinds = [kind for kind in _BOX_LEGEND if any(box[3] == kind for box in boxes.values())]
+    if len(kinds) > 1:
+        handles = [Patch(facecolor=_BOX_COLOURS[kind][0], edgecolor=_BOX_COLOURS[kind][1], label=_BOX_LEGEND[kind])
+                   for kind in kinds]
+        axis.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=8,
+                    frameon=False)
+    xs = [box[0] for box in boxes.values()]
+    ys = [box[1] for box in boxes.values()]
+    axis.set_xlim(min(xs) - 1, max(xs) + 1)
+    axis.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    # the same size per unit whatever the network: 1.3 inches per box column unit, 1 inch per row unit
+    figure.set_size_inches(1.3 * (max(xs) - min(xs) + 2), max(ys) - min(ys) + 1.4 + 0.8)
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _koalarization_figure(model, embedder: str):
+    names = {layer.name for layer in model.layers}
+    fusion = "fusion" in names
+    encoder = _shape_text(model.get_layer("encoder_8").output)
+    boxes = {
+        "input": (0.0, 1.0, f"lightness L*\n{_shape_text(model.get_layer('lightness').output)}", "data"),
+        "encoder": (2.0, 1.0, f"encoder\n8 convolutions\n→ {encoder}", "trained"),
+    }
+    arrows = [("input", "encoder", "")]
+    if fusion:
+        side = " × ".join(encoder.split(" × ")[:2])
+        embedding = _shape_text(model.get_layer("embedding").output)
+        boxes.update({
+            "fusion": (4.0, 1.0, f"fusion: concatenate\n→ {_shape_text(model.get_layer('fusion').output)}", "trained"),
+            "mix": (6.0, 1.0, f"1 × 1 convolution\n→ {_shape_text(model.get_layer('fusion_mix').output)}", "trained"),
+            "classifier": (0.0, -0.6, f"frozen {embedder or 'classifier'}\nreads the grey photo\n(run once, cached)",
+                           "frozen"),
+            "embedding": (2.0, -0.6, f"embedding\n{embedding}", "data"),
+            "repeat": (4.0, -0.6, f"repeated at every position\n{side} × {embedding}", "trained"),
+        })
+        arrows += [("encoder", "fusion", ""), ("fusion", "mix", ""), ("classifier", "embedding", ""),
+                   ("embedding", "repeat", ""), ("repeat", "fusion", "")]
+    last = "mix" if fusion else "encoder"
+    x = boxes[last][0] + 2.0
+    boxes["decoder"] = (x, 1.0, "decoder\nconvolutions + upsampling", "trained")
+    boxes["output"] = (x + 2.0, 1.0, _output_text(model), "data")
+    arrows += [(last, "decoder", ""), ("decoder", "output", "")]
+    kind = "fusion network" if fusion else "encoder-decoder"
+    size = model.get_layer("lightness").output.shape[1]
+    title = f"Koala's {kind} (koalarization) at {size} px: {model.count_params() / 1e6:.1f} M parameters"
+    return _draw_boxes(boxes, arrows, title)
+
+
+def _stage_range(first: int, last: int) -> str:
+    return f"stage {last}" if first == last else f"stages {first}-{last}"
+
+
+def _lite0_unet_figure(model, embedder: str):
+    from koala import efficientnet_lite, lite0_unet
+
+    encoder = model.get_layer(lite0_unet.ENCODER_NAME)
+    decoder = model.get_layer(lite0_unet.DECODER_NAME)
+    names = {layer.name for layer in decoder.layers}
+    fusion = "fusion" in names
+    factors = sorted(lite0_unet.SKIP_STAGES)  # 4, 8, 16: the encoder, top to bottom
+    step = 1.4  # vertical distance between rows of boxes
+    boxes = {"input": (0.0, step * (len(factors) + 1),
+                       f"lightness L*\n{_shape_text(model.get_layer('lightness').output)}\n→ grey sRGB, 3 channels", "data")}
+    arrows, previous, first_stage = [], "input", 1
+    for row, factor in enumerate(factors):
+        stage = lite0_unet.SKIP_STAGES[factor]
+        stages = ("stem + " if first_stage == 1 else "") + _stage_range(first_stage, stage)
+        features = _shape_text(decoder.get_layer(f"features_{factor}").output)
+        text = f"Lite0 {stages}\n1/{factor} of the side\n→ {features}"
+        boxes[f"encoder_{factor}"] = (0.0, step * (len(factors) - row), text, "frozen")
+        arrows.append((previous, f"encoder_{factor}", ""))
+        previous, first_stage = f"encoder_{factor}", stage + 1
+    bottleneck = decoder.get_layer("fusion").input[0] if fusion else decoder.get_layer("fusion_mix").input
+    bottom = _stage_range(lite0_unet.FROZEN_STAGES + 1, len(efficientnet_lite.STAGES))
+    factor = model.get_layer("lightness").output.shape[1] // bottleneck.shape[1]
+    boxes["bottleneck"] = (0.0, 0.0, f"Lite0 {bottom}\n1/{factor} of the side\n→ {_shape_text(bottleneck)}",
+                           "fine-tuned")
+    arrows.append((previous, "bottleneck", ""))
+    previous = "bottleneck"
+    if fusion:
+        embedding = _shape_text(decoder.get_layer("embedding").output)
+        boxes.update({
+            "fusion": (2.0, 0.0, f"fusion: embedding repeated\nand concatenated\n→ "
+                                 f"{_shape_text(decoder.get_layer('fusion').output)}", "trained"),
+            "embedding": (2.0, -step, f"embedding\n{embedding}", "data"),
+            "classifier": (0.0, -step, f"frozen {embedder or 'classifier'}\nreads the grey photo\n(run once, cached)",
+                           "frozen"),
+        })
+        arrows += [("bottleneck", "fusion", ""), ("classifier", "embedding", ""), ("embedding", "fusion", "")]
+        previous = "fusion"
+    boxes["mix"] = (4.0, 0.0, f"1 × 1 convolution\n→ {_shape_text(decoder.get_layer('fusion_mix').output)}", "trained")
+    arrows.append((previous, "mix", ""))
+    previous = "mix"
+    for row, factor in enumerate(reversed(factors)):
+        convolution = decoder.get_layer(f"decoder_{factor}_convolution")
+        boxes[f"decoder_{factor}"] = (4.0, step * (row + 1), f"upsample × 2, join skip,\n3 × 3 convolution\n"
+                                                       f"→ {_shape_text(convolution.output)}", "trained")
+        arrows += [(previous, f"decoder_{factor}", ""), (f"encoder_{factor}", f"decoder_{factor}", "skip")]
+        previous = f"decoder_{factor}"
+    boxes["output"] = (4.0, step * (len(factors) + 1), _output_text(decoder), "data")
+    arrows.append((previous, "output", ""))
+    size = model.get_layer("lightness").output.shape[1]
+    title = (f"Koala's Lite0 U-Net (lite0-unet) at {size} px: {model.count_params() / 1e6:.1f} M parameters, "
+             f"{encoder.count_params() / 1e6:.1f} M of them frozen")
+    return _draw_boxes(boxes, arrows, title)
+
+
+def architecture_figure(model, embedder: str = ""):
+    """Draw a colouriser's network as boxes and arrows, every shape read from ``model`` itself.
+
+    Either architecture of :func:`koala.model.build_colorizer`: the tutorial's fusion network
+    ("koalarization": encoder, fusion with the classifier's embedding, decoder), or the pretrained-encoder
+    U-Net ("lite0-unet": Lite0 encoder stages top to bottom, skip connections across, fusion at the bottom,
+    decoder back up), with or without fusion, with the ab or the ab-classes head. Shapes follow the model's
+    ``image_size``; nothing is drawn from a fixed table.
+
+    Args:
+        model: the head (``build_colorizer(config)``, or a loaded ``model.keras``).
+        embedder: the frozen classifier's name for its box (``config.embedder``).
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError: ``model`` is not one of Koala's colourisers.
+    """
+    from koala import lite0_unet
+
+    names = {layer.name for layer in model.layers}
+    if {lite0_unet.ENCODER_NAME, lite0_unet.DECODER_NAME} <= names:
+        return _lite0_unet_figure(model, embedder)
+    if {"lightness", "encoder_8"} <= names:
+        return _koalarization_figure(model, embedder)
+    raise ValueError(f"{model.name}: not a Koala colouriser (neither koalarization nor lite0-unet layers found)")
