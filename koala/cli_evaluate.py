@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -32,12 +33,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(arguments) -> int:
+    from koala.cli import import_backend
+
+    for path, what in ((arguments.model, "model folder"), (arguments.data, "folder")):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such {what}")
+    import_backend()
     from koala.evaluate import evaluate
 
     result = evaluate(
         arguments.model, arguments.data, split=arguments.split, report_dir=arguments.report, limit=arguments.limit,
         figure_limit=arguments.figures, batch_size=arguments.batch_size, embedder_weights=arguments.embedder_weights,
-        progress=not arguments.quiet, log=lambda message: print(message, file=sys.stderr),
+        progress=not arguments.quiet and sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr),
     )
     print(result.markdown())
     if arguments.report:

@@ -184,17 +184,19 @@ class Colorizer:
 
         Resumable: outputs that already exist are complete (all writes are atomic) and are skipped
         unless ``overwrite``. A file that fails is reported and the run goes on. ``reencode``: see
-        :meth:`colorize_file`.
+        :meth:`colorize_file`. Originals are never written to: see :func:`plan_outputs`, which refuses
+        the run before anything is written.
         """
         from tqdm import tqdm
 
         output_dir = Path(output_dir)
-        jobs = images.find_images(list(inputs))
+        jobs = plan_outputs(inputs, output_dir, output_format)
         remove_stale_partials(output_dir)
         results: list[ColorizeResult] = []
-        bar = tqdm(jobs, desc="colorize", unit="photo", disable=not progress)
-        for source, relative in bar:
-            target = output_dir / relative.with_suffix(_output_suffix(source, output_format))
+        failures = 0
+        # one photo needs no bar (and a bar at 100 % over a photo that failed says the wrong thing)
+        bar = tqdm(jobs, desc="colorize", unit="photo", disable=not progress or len(jobs) < 2)
+        for source, target in bar:
             if target.exists() and not overwrite:
                 results.append(ColorizeResult(str(source), str(target), "skipped"))
                 continue
@@ -207,9 +209,53 @@ class Colorizer:
                     message = f"{source}: could not write {error.source}: {error.reason}"
                 log(f"error: {message}")
                 results.append(ColorizeResult(str(source), None, "failed", message))
+                failures += 1
+                bar.set_postfix(failed=failures)
                 continue
             results.append(ColorizeResult(str(source), str(target), "done"))
         return results
+
+
+def plan_outputs(
+    inputs: list[str | os.PathLike], output_dir: str | os.PathLike, output_format: str = "auto"
+) -> list[tuple[Path, Path]]:
+    """(photo, output path) for every photo named by ``inputs`` (files and folders) in ``output_dir``, after
+    the checks that keep originals safe; cheap, so callers run it before loading a model.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: ``output_dir`` is a file; it is, or lies inside, an input folder (outputs would land among
+            the originals, and the next run would take them for photos to colour); or an output would be
+            written over one of the inputs.
+    """
+    output_dir = Path(output_dir)
+    for item in inputs:
+        if not os.path.lexists(item):
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"{output_dir}: the output must be a folder (the coloured photos keep their names inside "
+                         "it), and this is a file")
+    output_resolved = output_dir.resolve()
+    for item in inputs:
+        if Path(item).is_dir():
+            folder = Path(item).resolve()
+            if output_resolved == folder or folder in output_resolved.parents:
+                raise ValueError(
+                    f"{output_dir}: the output folder is, or lies inside, the input folder {item}: the coloured "
+                    "photos would land among the originals (or replace them); choose a folder outside it"
+                )
+    jobs = images.find_images(list(inputs))
+    sources = {source.resolve() for source, _ in jobs}
+    planned = []
+    for source, relative in jobs:
+        target = output_dir / relative.with_suffix(_output_suffix(source, output_format))
+        if target.resolve() in sources or (target.exists() and source.exists() and os.path.samefile(target, source)):
+            raise ValueError(
+                f"{target}: the coloured copy of {source} would be written over an original photo; "
+                "choose another output folder"
+            )
+        planned.append((source, target))
+    return planned
 
 
 def _output_suffix(source: Path, output_format: str) -> str:

@@ -46,5 +46,6 @@ def test_colorize_exit_status_reports_failures(tiny_model_dir, tmp_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    result = run_koala("colorize", tmp_path, "--output", tmp_path / "out", "--model", tmp_path / "nothing")
+    (tmp_path / "photos").mkdir()
+    result = run_koala("colorize", tmp_path / "photos", "--output", tmp_path / "out", "--model", tmp_path / "nothing")
     assert result.returncode == 2 and "no model here" in result.stderr
