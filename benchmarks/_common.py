@@ -99,7 +99,8 @@ def write_grey_jpeg(path: Path, height: int = 3000, width: int = 4000, quality: 
     return path
 
 
-def untrained_model(folder: Path, fusion: bool, embedder: str = "efficientnet-lite0") -> Path:
+def untrained_model(folder: Path, fusion: bool, embedder: str = "efficientnet-lite0",
+                    architecture: str = "koalarization") -> Path:
     """An untrained head saved as a model folder (fusion: with ``embedder``, random weights)."""
     from koala.config import ColorizerConfig
     from koala.model import build_colorizer
@@ -107,9 +108,9 @@ def untrained_model(folder: Path, fusion: bool, embedder: str = "efficientnet-li
 
     folder.mkdir(parents=True, exist_ok=True)
     if fusion:
-        config = ColorizerConfig(fusion=True, embedder=embedder, embedder_weights="")
+        config = ColorizerConfig(fusion=True, embedder=embedder, embedder_weights="", architecture=architecture)
     else:
-        config = ColorizerConfig(fusion=False, embedder="", embedder_weights="")
+        config = ColorizerConfig(fusion=False, embedder="", embedder_weights="", architecture=architecture)
     save_head(build_colorizer(config), config, folder / "model.keras")
     config.save(folder / "config.json")
     return folder

@@ -119,12 +119,15 @@ def main(argv=None) -> dict:
         photo = write_grey_jpeg(folder / "scan.jpg", arguments.height, arguments.width, quality=90)
         print(f"photo: {arguments.width} × {arguments.height} grey JPEG, quality 90, {photo.stat().st_size / 1e6:.1f} MB")
         variants = (
-            ("encoder-decoder (fusion=False; the shipped default)", False, None),
-            ("fusion + EfficientNet-Lite0", True, "efficientnet-lite0"),
-            ("fusion + Inception-ResNet-v2 (the architecture of Deep Koalarization)", True, "inception-resnet-v2"),
+            ("lite0-unet + fusion with EfficientNet-Lite0 (the default model's architecture)", True,
+             "efficientnet-lite0", "lite0-unet"),
+            ("encoder-decoder (fusion=False; the tutorial's beta)", False, None, "koalarization"),
+            ("fusion + EfficientNet-Lite0", True, "efficientnet-lite0", "koalarization"),
+            ("fusion + Inception-ResNet-v2 (the architecture of Deep Koalarization)", True, "inception-resnet-v2",
+             "koalarization"),
         )
-        for index, (label, fusion, embedder) in enumerate(variants):
-            model = untrained_model(folder / f"model-{index}", fusion, embedder or "efficientnet-lite0")
+        for index, (label, fusion, embedder, architecture) in enumerate(variants):
+            model = untrained_model(folder / f"model-{index}", fusion, embedder or "efficientnet-lite0", architecture)
             results[label] = report(label, measure(model, photo, arguments.repeats))
     return results
 
