@@ -1,25 +1,22 @@
 # Two commands on a fresh Debian/Ubuntu machine (root, or a user with sudo):
-#   make demo   set everything up, then colour data/samples/ with the default model into output/samples/
-#   make test   set everything up, then run the tests
+#   make demo   install what colouring needs, then colour data/samples/ with the default model into output/samples/
+#   make test   install that and what the tests need too (the web service, a browser, NGINX, JAX), then run the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := imagemagick libmagickwand-dev libjpeg-turbo-progs chromium nginx-light fonts-dejavu-core
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# colouring photos: ImageMagick (with the MagickWand library wand loads) and jpegtran
+DEMO_APT_PACKAGES := imagemagick libmagickwand-dev libjpeg-turbo-progs
+# the tests besides: the page in a real browser, the NGINX front end, the figures' font
+TEST_APT_PACKAGES := chromium nginx-light fonts-dejavu-core
 
-.PHONY: setup system-packages demo test test-fast benchmarks clean
+.PHONY: setup setup-test system-packages test-system-packages demo test test-fast benchmarks clean
 
+# missing packages only; waits for another apt or dpkg run (apt's DPkg::Lock::Timeout) instead of failing
 system-packages:
-	@if command -v apt-get >/dev/null 2>&1; then \
-	  missing=$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
-	  $(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
-	  if [ -n "$$missing" ]; then \
-	    echo "installing system packages:" $$missing; \
-	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  fi; \
-	else \
-	  echo "no apt-get: install ImageMagick with its MagickWand library, jpegtran (and chromium for the browser test) yourself"; \
-	fi
+	PYTHON=$(PYTHON) sh scripts/install-system-packages.sh $(DEMO_APT_PACKAGES)
+
+test-system-packages: system-packages
+	PYTHON=$(PYTHON) sh scripts/install-system-packages.sh $(TEST_APT_PACKAGES)
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +25,23 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
+$(BIN)/.installed-test: $(BIN)/.installed requirements-serve.txt requirements-test.txt
+	$(BIN)/python -m pip install -q -r requirements-test.txt
+	touch $@
+
 setup: system-packages $(BIN)/.installed
+
+setup-test: test-system-packages $(BIN)/.installed-test
 
 demo: setup
 	$(BIN)/koala colorize data/samples --output output/samples
 	@echo "coloured photos are in output/samples/"
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest -q --timeout=900
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --timeout=900 tests/test_model.py tests/test_backends.py
 
-benchmarks: setup
+benchmarks: setup-test
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

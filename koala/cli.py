@@ -17,6 +17,8 @@ from pathlib import Path
 from koala.config import ColorizerConfig
 
 DEFAULTS = ColorizerConfig()
+SERVICE_PACKAGES = ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart")
+"""Modules of requirements-serve.txt, which `make demo` does not install."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -440,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         return arguments.handler(arguments)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if error.name not in SERVICE_PACKAGES:
+            raise
+        print(f"error: koala {arguments.command} needs the web service's packages ({error.name} is not installed): "
+              "pip install -r requirements-serve.txt", file=sys.stderr)
         return 2
     except Exception as error:
         from koala.images import ImageError
