@@ -107,3 +107,24 @@ def work_dir(keep_on_drive: bool = False, colab: bool | None = None, log=print) 
         log(f"work folder on Google Drive: {DRIVE_WORK_DIR}")
         return DRIVE_WORK_DIR
     return Path.cwd()
+
+
+def upload_photos(folder: str | Path) -> Path:
+    """Colab: let the user pick photos in the browser and save them into ``folder`` (created if needed).
+
+    Returns:
+        ``folder``, holding the uploaded files under their own names (without any path they came with).
+
+    Raises:
+        RuntimeError: not in Colab (elsewhere, put the photos in a folder and read that folder).
+    """
+    if not in_colab():
+        raise RuntimeError("uploading from the browser works in Colab; elsewhere put your photos in a folder and "
+                           'use PHOTO_SOURCE = "drive" with that folder')
+    from google.colab import files
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.upload().items():
+        (folder / Path(name).name).write_bytes(content)
+    return folder

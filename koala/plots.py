@@ -12,15 +12,21 @@ from pathlib import Path
 import numpy as np
 
 
-def save_figure(figure, path: str | Path, dpi: int = 100) -> None:
-    """Save a matplotlib figure atomically (PNG)."""
+def figure_png(figure, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes: for a file, or ``IPython.display.Image(data=...)`` in a notebook (which
+    shows it whatever the notebook's plotting set-up, since Koala's figures are not pyplot figures)."""
     import io
-
-    from koala.images import write_bytes_atomic
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(figure, path: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure atomically (PNG)."""
+    from koala.images import write_bytes_atomic
+
+    write_bytes_atomic(path, figure_png(figure, dpi=dpi))
 
 
 def sample_grid(grey: list[np.ndarray], predicted: list[np.ndarray], truth: list[np.ndarray], title: str = ""):

@@ -119,3 +119,20 @@ def test_describe_environment_names_the_accelerators(monkeypatch):
     assert "accelerators: GPU:0" in notebook.describe_environment()
     monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["CPU:0"])
     assert "No GPU found" in notebook.describe_environment()
+
+
+def test_upload_photos_saves_the_files_under_their_own_names(fake_colab, tmp_path):
+    sys.modules["google.colab"].files = types.SimpleNamespace(
+        upload=lambda: {"old photo.jpg": b"jpeg bytes", "../../escape.png": b"png bytes"})
+    folder = notebook.upload_photos(tmp_path / "uploads")
+    assert folder == tmp_path / "uploads"
+    assert sorted(path.name for path in folder.iterdir()) == ["escape.png", "old photo.jpg"]
+    assert (folder / "old photo.jpg").read_bytes() == b"jpeg bytes"
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_upload_photos_outside_colab_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    with pytest.raises(RuntimeError, match="works in Colab"):
+        notebook.upload_photos(tmp_path / "uploads")
+    assert not (tmp_path / "uploads").exists()
