@@ -192,7 +192,8 @@ def _draw_boxes(boxes: dict, arrows: list, title: str):
         (x0, y0), (x1, y1) = boxes[start][:2], boxes[end][:2]
         dx, dy = x1 - x0, y1 - y0
         # leave each box where the line from its centre to the other's crosses its edge (plus a margin)
-        reach = min(_BOX_HALF_WIDTH / abs(dx) if dx else float("inf"), _BOX_HALF_HEIGHT / abs(dy) if dy else float("inf"))
+        reach = min(_BOX_HALF_WIDTH / abs(dx) if dx else float("inf"),
+                    _BOX_HALF_HEIGHT / abs(dy) if dy else float("inf"))
         margin = 0.12 / (dx * dx + dy * dy) ** 0.5
         tail = (x0 + dx * (reach + margin), y0 + dy * (reach + margin))
         head = (x1 - dx * (reach + margin), y1 - dy * (reach + margin))
@@ -233,8 +234,10 @@ def _koalarization_figure(model, embedder: str):
         side = " × ".join(encoder.split(" × ")[:2])
         embedding = _shape_text(model.get_layer("embedding").output)
         boxes.update({
-            "fusion": (4.0, 1.0, f"fusion: concatenate\n→ {_shape_text(model.get_layer('fusion').output)}", "trained"),
-            "mix": (6.0, 1.0, f"1 × 1 convolution\n→ {_shape_text(model.get_layer('fusion_mix').output)}", "trained"),
+            "fusion": (4.0, 1.0, f"fusion: concatenate\n→ {_shape_text(model.get_layer('fusion').output)}",
+                       "trained"),
+            "mix": (6.0, 1.0, f"1 × 1 convolution\n→ {_shape_text(model.get_layer('fusion_mix').output)}",
+                    "trained"),
             "classifier": (0.0, -0.6, f"frozen {embedder or 'classifier'}\nreads the grey photo\n(run once, cached)",
                            "frozen"),
             "embedding": (2.0, -0.6, f"embedding\n{embedding}", "data"),
@@ -266,8 +269,8 @@ def _lite0_unet_figure(model, embedder: str):
     fusion = "fusion" in names
     factors = sorted(lite0_unet.SKIP_STAGES)  # 4, 8, 16: the encoder, top to bottom
     step = 1.4  # vertical distance between rows of boxes
-    boxes = {"input": (0.0, step * (len(factors) + 1),
-                       f"lightness L*\n{_shape_text(model.get_layer('lightness').output)}\n→ grey sRGB, 3 channels", "data")}
+    lightness = _shape_text(model.get_layer("lightness").output)
+    boxes = {"input": (0.0, step * (len(factors) + 1), f"lightness L*\n{lightness}\n→ grey sRGB, 3 channels", "data")}
     arrows, previous, first_stage = [], "input", 1
     for row, factor in enumerate(factors):
         stage = lite0_unet.SKIP_STAGES[factor]
@@ -295,7 +298,8 @@ def _lite0_unet_figure(model, embedder: str):
         })
         arrows += [("bottleneck", "fusion", ""), ("classifier", "embedding", ""), ("embedding", "fusion", "")]
         previous = "fusion"
-    boxes["mix"] = (4.0, 0.0, f"1 × 1 convolution\n→ {_shape_text(decoder.get_layer('fusion_mix').output)}", "trained")
+    mix = _shape_text(decoder.get_layer("fusion_mix").output)
+    boxes["mix"] = (4.0, 0.0, f"1 × 1 convolution\n→ {mix}", "trained")
     arrows.append((previous, "mix", ""))
     previous = "mix"
     for row, factor in enumerate(reversed(factors)):

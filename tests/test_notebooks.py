@@ -1,10 +1,11 @@
 """The tutorial notebooks: committed clean, and runnable top to bottom in quick mode.
 
-Quick mode (``KOALA_QUICK_RUN=1``) uses the offline sample photos at 64 px and one epoch, so the four
-notebooks run in about two minutes on a 2-core CPU. Each notebook runs in its own kernel from the
-``notebooks/`` folder (as Jupyter would start it); they write into one temporary ``KOALA_WORK_DIR`` in
-order, 01 -> 04, handing the prepared set and the model on as they do in Colab. Notebooks 02-04 also
-make what they need when it is missing: ``test_notebook_runs_on_its_own`` checks that for 04.
+Quick mode (``KOALA_QUICK_RUN=1``) uses the offline sample photos at 64 px and one or two epochs. Each
+notebook runs in its own kernel from the ``notebooks/`` folder (as Jupyter would start it); they write into
+one temporary ``KOALA_WORK_DIR`` in order, 01 -> 04, handing the prepared set and the model on as they do in
+Colab, with 02's default ``ARCHITECTURE``. Notebooks 02-04 also make what they need when it is missing:
+``test_notebook_runs_on_its_own`` checks that for 04, and ``test_train_notebook_runs_with_the_other_architecture``
+runs 02 alone with its other architecture.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def test_setup_cell_installs_in_colab_then_calls_the_library(path):
         return found[0]
 
     last_shell = max(lines.index(line) for line in shell)
-    assert last_shell < first(f'    sys.path.insert(0, "{COLAB_REPOSITORY}")') < first("from koala.notebook import setup")
+    path_insert = first(f'    sys.path.insert(0, "{COLAB_REPOSITORY}")')
+    assert last_shell < path_insert < first("from koala.notebook import setup")
     assert first("from koala.notebook import setup") < first("WORK_DIR = setup(keep_on_drive=KEEP_ON_DRIVE)")
     for cell in code_cells[:2]:
         assert "import keras" not in cell.source and "import koala\n" not in cell.source
