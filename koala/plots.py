@@ -343,3 +343,60 @@ def architecture_figure(model, embedder: str = ""):
     if {"lightness", "encoder_8"} <= names:
         return _koalarization_figure(model, embedder)
     raise ValueError(f"{model.name}: not a Koala colouriser (neither koalarization nor lite0-unet layers found)")
+
+
+def training_curves(run_dir: str | Path):
+    """A run's learning curves, from its folder (``history.csv`` and ``config.json``).
+
+    Left: training and validation loss per epoch. Right: the colourfulness of the validation predictions as a
+    fraction of the true photos', with the line below which training warns of colour collapse. For a
+    ``lite0-unet`` run that reached its second phase, a dotted line marks where Lite0's stages 6-7 began to train.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Raises:
+        ValueError: the run has no completed epoch yet.
+    """
+    import csv
+
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from koala.config import ColorizerConfig
+
+    run_dir = Path(run_dir)
+    with open(run_dir / "history.csv", newline="", encoding="utf-8") as handle:
+        history = list(csv.DictReader(handle))
+    if not history:
+        raise ValueError(f"{run_dir}: no completed epoch in history.csv yet")
+    config = ColorizerConfig.load(run_dir / "config.json")
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        rows = [row for row in history if row.get(key) not in (None, "")]
+        return [int(row["epoch"]) for row in rows], [float(row[key]) for row in rows]
+
+    figure = Figure(figsize=(11, 3.5))
+    loss_axis, colour_axis = figure.subplots(1, 2)
+    for key in ("loss", "val_loss"):
+        epochs, values = series(key)
+        if values:
+            loss_axis.plot(epochs, values, marker="o", label=key)
+    loss_axis.set_ylabel("mean squared error of a*, b*" if config.loss == "mse" else f"{config.loss} loss")
+    epochs, ratios = series("val_colorfulness_ratio")
+    if ratios:
+        colour_axis.plot(epochs, ratios, marker="o", label="validation predictions")
+        colour_axis.axhline(config.collapse_fraction, color="tab:red", linestyle="--", label="collapse warning")
+    colour_axis.set_ylabel("colourfulness: predicted / true")
+    last_epoch = max(int(row["epoch"]) for row in history)
+    fine_tuned = config.architecture == "lite0-unet" and 0 < config.fine_tune_after < last_epoch
+    for axis in (loss_axis, colour_axis):
+        if fine_tuned:
+            axis.axvline(config.fine_tune_after + 0.5, color="tab:green", linestyle=":", label="stages 6-7 train")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("epoch")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=9)
+    figure.suptitle(f"{run_dir.name} ({config.architecture})", fontsize=10)
+    figure.tight_layout()
+    return figure

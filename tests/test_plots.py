@@ -100,3 +100,54 @@ def test_other_models_are_refused():
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs), name="not_koala")
     with pytest.raises(ValueError, match="not a Koala colouriser"):
         architecture_figure(model)
+
+
+def write_run(folder, history: str, **config_changes):
+    from koala.config import ColorizerConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "history.csv").write_text(history)
+    ColorizerConfig(**config_changes).save(folder / "config.json")
+    return folder
+
+
+HISTORY = """epoch,loss,val_loss,seconds,val_colorfulness_ratio
+1,0.30,0.40,7.5,0.20
+2,0.20,0.35,7.1,0.45
+3,0.15,0.33,9.0,0.61
+"""
+
+
+def lines_of(axis) -> dict[str, tuple[list, list]]:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in axis.lines}
+
+
+def test_training_curves_show_loss_colourfulness_and_the_fine_tuning_start(tmp_path):
+    from koala.plots import training_curves
+
+    run = write_run(tmp_path / "lite", HISTORY, architecture="lite0-unet", fine_tune_after=2, collapse_fraction=0.4)
+    loss_axis, colour_axis = training_curves(run).axes
+    loss = lines_of(loss_axis)
+    assert loss["loss"] == ([1, 2, 3], [0.30, 0.20, 0.15])
+    assert loss["val_loss"] == ([1, 2, 3], [0.40, 0.35, 0.33])
+    assert loss["stages 6-7 train"][0] == [2.5, 2.5]
+    colour = lines_of(colour_axis)
+    assert colour["validation predictions"] == ([1, 2, 3], [0.20, 0.45, 0.61])
+    assert colour["collapse warning"][1] == [0.4, 0.4]
+    assert loss_axis.get_ylabel() == "mean squared error of a*, b*"
+
+
+def test_training_curves_without_a_second_phase_or_validation(tmp_path):
+    from koala.plots import training_curves
+
+    koalarization = write_run(tmp_path / "tutorial", HISTORY, fine_tune_after=2)  # ignored: not lite0-unet
+    assert "stages 6-7 train" not in lines_of(training_curves(koalarization).axes[0])
+    not_yet = write_run(tmp_path / "early", HISTORY, architecture="lite0-unet", fine_tune_after=3)
+    assert "stages 6-7 train" not in lines_of(training_curves(not_yet).axes[0])
+    no_validation = write_run(tmp_path / "alone", "epoch,loss,seconds\n1,0.5,3.0\n", loss="classification")
+    loss_axis, colour_axis = training_curves(no_validation).axes
+    assert list(lines_of(loss_axis)) == ["loss"] and len(colour_axis.lines) == 0
+    assert loss_axis.get_ylabel() == "classification loss"
+    empty = write_run(tmp_path / "empty", "epoch,loss\n")
+    with pytest.raises(ValueError, match="no completed epoch"):
+        training_curves(empty)
