@@ -88,9 +88,9 @@ def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> No
     path = Path(path)
     if head is None:
         head = build_colorizer(config)
-    if config.architecture == "lite0-unet":
-        from koala.lite0_unet import DECODER_NAME
+    from koala.lite0_unet import DECODER_NAME
 
+    if model.name == DECODER_NAME:
         head.get_layer(DECODER_NAME).set_weights(model.get_weights())
     else:
         head.set_weights(model.get_weights())
@@ -102,6 +102,7 @@ def load_head(model_path: str | Path):
     import keras
 
     from koala import model as model_module  # noqa: F401  (registers FusionLayer)
+    from koala import lite0_unet  # noqa: F401  (registers LightnessToGrey)
 
     path = Path(model_path)
     if path.is_dir():

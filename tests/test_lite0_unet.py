@@ -191,3 +191,19 @@ def test_train_two_phases_resume_and_colorize(prepared, tmp_path):
     lightness_in = color.rgb_to_lab(photo)[..., 0].ravel()
     lightness_out = color.rgb_to_lab(coloured)[..., 0].ravel()
     assert np.corrcoef(lightness_in, lightness_out)[0, 1] > 0.95
+
+
+def test_a_saved_model_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    config = _config(image_size=64)
+    save_head(build_colorizer(config), config, tmp_path / "model.keras")
+    config.save(tmp_path / "config.json")
+    # a new interpreter has imported nothing of koala: loading must register the U-Net's own layers itself
+    script = ("import sys; from koala.train import load_head; "
+              "model, config = load_head(sys.argv[1]); print(model.name, config.architecture)")
+    completed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-2:] == ["koala_lite0_unet", "lite0-unet"]
