@@ -8,6 +8,7 @@ import sys
 
 
 def add_parser(subparsers) -> None:
+    from koala.cli import non_negative_int, positive_int
     from koala.evaluate import BATCH_SIZE, FIGURE_LIMIT
 
     parser = subparsers.add_parser(
@@ -23,10 +24,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("data", help="prepared set folder (with manifest.csv) or a folder of colour photos")
     parser.add_argument("--report", default=None, help="folder for metrics.csv, summary.md and the figures")
     parser.add_argument("--split", default="test", help="split of a prepared set to evaluate")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N usable images")
-    parser.add_argument("--figures", type=int, default=FIGURE_LIMIT,
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N usable images")
+    parser.add_argument("--figures", type=non_negative_int, default=FIGURE_LIMIT,
                         help="three-panel figures for the first N images (with --report)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images predicted at once")
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="images predicted at once")
     parser.add_argument("--embedder-weights", default=None, help="override the embedder weights (e.g. a local .h5)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)

@@ -127,6 +127,12 @@ def test_train_rejects_impossible_numbers(tmp_path, option, value, words):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("arguments", [("--batch-size", "0"), ("--limit", "-1"), ("--figures", "-2")])
+def test_evaluate_rejects_impossible_numbers(tmp_path, arguments):
+    result = run_koala("evaluate", tmp_path, tmp_path, *arguments)
+    assert result.returncode == 2 and f"argument {arguments[0]}: must be a whole number" in result.stderr
+
+
 def test_train_on_a_missing_folder_says_no_such_folder(tmp_path):
     result = run_koala("train", tmp_path / "no-such-dir", tmp_path / "runs" / "x")
     assert result.returncode == 2
