@@ -316,6 +316,8 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, sample_batch, head, log)
     nan_guard = stop_on_nan_class()
     callbacks = [nan_guard, run_state_class(nan_guard, state)]
+    if verbose:  # the progress line first, so that the epoch's own messages follow it, not interrupt it
+        callbacks.insert(0, keras.callbacks.ProgbarLogger())
     if _has_tensorflow():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     phases = [(initial_epoch, config.epochs)]
