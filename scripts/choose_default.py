@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--min-gain", type=float, default=0.3, help="validation PSNR gain over grey a candidate needs")
     parser.add_argument("--photos", type=int, default=6, help="test photos in the figure")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N photos of each set (a quick check)")
     arguments = parser.parse_args()
 
     import numpy as np
@@ -106,7 +107,7 @@ def main() -> int:
     for path, temperature in candidates:
         colorizers[_label(path, temperature)] = caching_colorizer(path, temperature=temperature)
 
-    quiet = dict(progress=False, log=lambda message: None)
+    quiet = dict(progress=False, log=lambda message: None, limit=arguments.limit)
     results: dict[str, dict[str, dict]] = {"validation": {}, "test": {}, "other-test": {}}
     for label, colorizer in colorizers.items():
         results["validation"][label] = _row(evaluate(colorizer, arguments.data, split="validation", **quiet))
