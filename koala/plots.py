@@ -95,6 +95,23 @@ def three_panel_figure(
     return figure
 
 
+def picture_columns(columns: list[tuple[str, list[np.ndarray]]], fontsize: int = 8):
+    """A grid of pictures: one column per ``(title, pictures)``, the same number of pictures in each
+    (e.g. the same photos under several models). Returns a matplotlib ``Figure``."""
+    from matplotlib.figure import Figure
+
+    rows = len(columns[0][1])
+    if not rows or any(len(pictures) != rows for _, pictures in columns):
+        raise ValueError("every column needs the same, non-zero number of pictures")
+    figure = Figure(figsize=(2.2 * len(columns), 2.2 * rows))
+    axes = figure.subplots(rows, len(columns), squeeze=False)
+    for column, (title, pictures) in enumerate(columns):
+        for row in range(rows):
+            _show(axes[row][column], pictures[row], title if row == 0 else "", fontsize=fontsize)
+    figure.tight_layout()
+    return figure
+
+
 def best_worst_grid(
     best: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
     worst: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],

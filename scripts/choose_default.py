@@ -8,7 +8,8 @@ A candidate is a model folder, with ``@T`` for a classification model's annealed
 among the candidates whose PSNR beats the grey baseline by at least ``--min-gain`` dB on the validation split,
 the most colourful (mean colourfulness over the truth's); test sets are scored for every candidate but never
 used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
-hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json``.
+hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json`` (a later run with
+more candidates reuses the scores of those already in it).
 """
 
 from __future__ import annotations
@@ -93,11 +94,10 @@ def main() -> int:
     arguments = parser.parse_args()
 
     import numpy as np
-    from matplotlib.figure import Figure
 
     from koala import color, images, metrics
     from koala.evaluate import evaluate, evaluation_images, predict
-    from koala.plots import save_figure
+    from koala.plots import picture_columns, save_figure
 
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,12 +109,22 @@ def main() -> int:
 
     quiet = dict(progress=False, log=lambda message: None, limit=arguments.limit)
     results: dict[str, dict[str, dict]] = {"validation": {}, "test": {}, "other-test": {}}
+    previous = {}
+    if (out / "results.json").exists():  # scores of candidates already measured (same data) are reused
+        previous = json.loads((out / "results.json").read_text())["results"]
     for label, colorizer in colorizers.items():
+        if label in previous.get("validation", {}):
+            for part in results:
+                if label in previous.get(part, {}):
+                    results[part][label] = previous[part][label]
+            continue
         results["validation"][label] = _row(evaluate(colorizer, arguments.data, split="validation", **quiet))
         print(f"{label}: validation {results['validation'][label]}", flush=True)
     eligible = {label: row for label, row in results["validation"].items() if row["gain"] >= arguments.min_gain}
     chosen = max(eligible, key=lambda label: eligible[label]["colorfulness_ratio"]) if eligible else None
     for label, colorizer in colorizers.items():
+        if label in results["test"]:
+            continue
         results["test"][label] = _row(evaluate(colorizer, arguments.data, split="test", **quiet))
         if arguments.other_test:
             results["other-test"][label] = _row(evaluate(colorizer, arguments.other_test, **quiet))
@@ -165,19 +175,8 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps({"chosen": chosen, "results": results, "historic": hue_rows}, indent=1))
 
     for file_name, columns in (("test-photos.png", test_columns), ("historic.png", historic_columns)):
-        rows = len(columns[0][1])
-        if not rows:
-            continue
-        figure = Figure(figsize=(2.2 * len(columns), 2.2 * rows))
-        axes = figure.subplots(rows, len(columns), squeeze=False)
-        for column, (title, pictures) in enumerate(columns):
-            for row in range(rows):
-                axes[row][column].imshow(pictures[row])
-                axes[row][column].set_axis_off()
-                if row == 0:
-                    axes[row][column].set_title(title, fontsize=8)
-        figure.tight_layout()
-        save_figure(figure, out / file_name, dpi=80)
+        if columns[0][1]:
+            save_figure(picture_columns(columns), out / file_name, dpi=80)
     print(f"chosen: {chosen}; wrote {out}")
     return 0
 

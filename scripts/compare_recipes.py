@@ -27,12 +27,11 @@ def main() -> int:
     arguments = parser.parse_args()
 
     import numpy as np
-    from matplotlib.figure import Figure
 
     from koala import color, images
     from koala.colorize import Colorizer
     from koala.evaluate import evaluate, evaluation_images, format_summary_table, predict
-    from koala.plots import save_figure
+    from koala.plots import picture_columns, save_figure
 
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,22 +62,9 @@ def main() -> int:
     columns_test.append(("true colours", [truth[i] for i in chosen]))
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
 
-    for file_name, columns, rows in (("test-photos.png", columns_test, len(chosen)),
-                                     ("historic.png", columns_historic, len(historic))):
-        if not rows:
-            continue
-        figure = Figure(figsize=(2.2 * len(columns), 2.2 * rows))
-        axes = figure.subplots(rows, len(columns), squeeze=False)
-        for column, (title, pictures) in enumerate(columns):
-            for row in range(rows):
-                axis = axes[row][column]
-                picture = pictures[row]
-                axis.imshow(picture)
-                axis.set_axis_off()
-                if row == 0:
-                    axis.set_title(title, fontsize=9)
-        figure.tight_layout()
-        save_figure(figure, out / file_name, dpi=80)
+    for file_name, columns in (("test-photos.png", columns_test), ("historic.png", columns_historic)):
+        if columns[0][1]:
+            save_figure(picture_columns(columns), out / file_name, dpi=80)
     print(f"wrote {out}")
     return 0
 

@@ -38,3 +38,14 @@ def tiny_model_dir(tmp_path_factory):
     save_head(model, config, folder / "model.keras")
     config.save(folder / "config.json")
     return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(photo_folder, tmp_path_factory):
+    """:func:`photo_folder` prepared at 64 px with (random-weight) EfficientNet-Lite0 embeddings; one per test module."""
+    from koala import data
+
+    destination = tmp_path_factory.mktemp("prepared")
+    data.prepare(photo_folder, destination, embedder="efficientnet-lite0", embedder_weights=None, size=64,
+                 progress=False, log=lambda message: None)
+    return destination

@@ -84,14 +84,6 @@ def test_save_and_load_give_the_same_predictions(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(model(inputs)), atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def prepared(photo_folder, tmp_path_factory):
-    destination = tmp_path_factory.mktemp("prepared")
-    data.prepare(photo_folder, destination, embedder="efficientnet-lite0", embedder_weights=None, size=64,
-                 progress=False, log=lambda message: None)
-    return destination
-
-
 def test_feature_cache_matches_the_encoder_and_is_computed_once(prepared):
     config = _config(image_size=64)
     messages = []

@@ -151,3 +151,16 @@ def test_training_curves_without_a_second_phase_or_validation(tmp_path):
     empty = write_run(tmp_path / "empty", "epoch,loss\n")
     with pytest.raises(ValueError, match="no completed epoch"):
         training_curves(empty)
+
+
+def test_picture_columns_lay_out_one_column_per_title():
+    import numpy as np
+
+    from koala.plots import picture_columns
+
+    pictures = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)]
+    figure = picture_columns([("input", pictures), ("model", pictures), ("truth", pictures)])
+    assert len(figure.axes) == 6
+    assert [axis.get_title() for axis in figure.axes[:3]] == ["input", "model", "truth"]
+    with pytest.raises(ValueError):
+        picture_columns([("input", pictures), ("model", pictures[:1])])

@@ -4,17 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from koala import data
 from koala.config import ColorizerConfig
 from koala.train import load_head, load_state, train
-
-
-@pytest.fixture(scope="module")
-def prepared(photo_folder, tmp_path_factory):
-    destination = tmp_path_factory.mktemp("prepared")
-    data.prepare(photo_folder, destination, embedder="efficientnet-lite0", embedder_weights=None, size=64,
-                 progress=False, log=lambda message: None)
-    return destination
 
 
 def _config(prepared, run_dir, **changes):
