@@ -43,6 +43,7 @@ class Colorizer:
         model_path: a model folder (``model.keras`` + ``config.json``); default :func:`default_model_path`.
         embedder_weights: override the embedder weights recorded in the model's config (e.g. a local
             Inception-ResNet-v2 ``.h5`` file).
+        chroma_scale: multiplies the predicted a*b* (default: the model's config, 1.0 unless chosen otherwise).
         temperature: for classification models, the annealed-mean temperature (lower is more vivid);
             default: the model's config.
 
@@ -57,6 +58,7 @@ class Colorizer:
         model_path: str | os.PathLike | None = None,
         embedder_weights: str | None = None,
         temperature: float | None = None,
+        chroma_scale: float | None = None,
     ):
         from koala.train import load_head
 
@@ -66,6 +68,9 @@ class Colorizer:
         self.temperature = self.config.temperature if temperature is None else temperature
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        self.chroma_scale = self.config.chroma_scale if chroma_scale is None else chroma_scale
+        if not 0 <= self.chroma_scale <= 2:
+            raise ValueError(f"chroma_scale must be between 0 and 2, got {self.chroma_scale}")
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder
@@ -85,7 +90,7 @@ class Colorizer:
         from koala.train import ab_from_output
 
         output = self.model.predict_on_batch(inputs)
-        return ab_from_output(output, self.config, lightness.shape[1:3], self.temperature)
+        return ab_from_output(output, self.config, lightness.shape[1:3], self.temperature, self.chroma_scale)
 
     def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:
         """Colour one L* image (H, W) of any size; returns uint8 sRGB (H, W, 3)."""

@@ -27,6 +27,9 @@ class ColorizerConfig:
     """mse (the tutorial's), classification (Zhang et al. 2016) or colorful (MSE + missing-chroma penalty)."""
     temperature: float = 0.38
     """Annealed-mean temperature for classification models: lower is more vivid, higher more cautious."""
+    chroma_scale: float = 1.0
+    """Colouring: the predicted a*b* are multiplied by this (below 1: calmer colour where the model is unsure;
+    chosen on validation photos, like the temperature)."""
     image_size: int = 256
     # training
     rebalance: float = 0.5

@@ -353,14 +353,19 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
 
 
 def ab_from_output(
-    output, config: ColorizerConfig, size: tuple[int, int], temperature: float | None = None
+    output, config: ColorizerConfig, size: tuple[int, int], temperature: float | None = None,
+    chroma_scale: float | None = None,
 ) -> np.ndarray:
     """A head's raw output batch as scaled ab (N, height, width, 2) whatever the recipe (classification
-    heads are decoded with ``temperature``, default the config's, and resized from their half-size grid)."""
+    heads are decoded with ``temperature``, default the config's, and resized from their half-size grid),
+    multiplied by ``chroma_scale`` (default the config's)."""
     from koala.losses import decode_prediction
 
     temperature = config.temperature if temperature is None else temperature
+    chroma_scale = config.chroma_scale if chroma_scale is None else chroma_scale
     ab = decode_prediction(np.asarray(output, dtype=np.float32), config.loss, temperature)
+    if chroma_scale != 1.0:
+        ab = ab * np.float32(chroma_scale)
     if ab.shape[1:3] != tuple(size):
         ab = np.stack([color.resize_channels(item, size) for item in ab])
     return ab

@@ -1,10 +1,11 @@
 """Choose the default model by the rule, on validation photos; confirm it on two test sets; show WWII photos.
 
-    python scripts/choose_default.py runs/a runs/b@0.3 runs/b@0.5 models/default \
+    python scripts/choose_default.py runs/a runs/a@S=0.8 runs/b@T=0.38 runs/b@T=0.6 models/default \
         --data ~/.cache/koala-data/main --other-test ../shared/data/photos \
         --historic ../shared/data/historic --out models/comparison-unet
 
-A candidate is a model folder, with ``@T`` for a classification model's annealed-mean temperature. The rule:
+A candidate is a model folder, with ``@T=0.5`` for a classification model's annealed-mean temperature or
+``@S=0.8`` for a chroma scale (``ColorizerConfig.chroma_scale``). The rule:
 among the candidates whose PSNR beats the grey baseline by at least ``--min-gain`` dB on the validation split,
 the most colourful (mean colourfulness over the truth's); test sets are scored for every candidate but never
 used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
@@ -24,13 +25,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _candidate(text: str):
-    path, _, temperature = text.partition("@")
-    return path, (float(temperature) if temperature else None)
+    """MODEL, MODEL@T=0.5 (classification temperature) or MODEL@S=0.8 (chroma scale); MODEL@0.5 is a temperature."""
+    path, _, setting = text.partition("@")
+    name, _, value = setting.rpartition("=")
+    if not setting:
+        return path, {}
+    return path, {"chroma_scale" if name == "S" else "temperature": float(value)}
 
 
-def _label(path: str, temperature) -> str:
+def _label(path: str, setting: dict) -> str:
     name = Path(path).name
-    return f"{name} T={temperature:g}" if temperature is not None else name
+    for key, short in (("temperature", "T"), ("chroma_scale", "S")):
+        if key in setting:
+            name += f" {short}={setting[key]:g}"
+    return name
 
 
 def _make_caching_colorizer():
@@ -53,7 +61,7 @@ def _make_caching_colorizer():
                 l_norm = color.normalize_lightness(lightness)[..., None]
                 inputs = [l_norm, self.embedder.embed_lightness(lightness)] if self.embedder is not None else l_norm
                 outputs[key] = np.asarray(self.model.predict_on_batch(inputs))
-            return ab_from_output(outputs[key], self.config, lightness.shape[1:3], self.temperature)
+            return ab_from_output(outputs[key], self.config, lightness.shape[1:3], self.temperature, self.chroma_scale)
 
     return CachingColorizer
 
@@ -104,8 +112,8 @@ def main() -> int:
     caching_colorizer = _make_caching_colorizer()
     candidates = [_candidate(text) for text in arguments.candidates]
     colorizers = {}
-    for path, temperature in candidates:
-        colorizers[_label(path, temperature)] = caching_colorizer(path, temperature=temperature)
+    for path, setting in candidates:
+        colorizers[_label(path, setting)] = caching_colorizer(path, **setting)
 
     quiet = dict(progress=False, log=lambda message: None, limit=arguments.limit)
     results: dict[str, dict[str, dict]] = {"validation": {}, "test": {}, "other-test": {}}
