@@ -85,3 +85,15 @@ def test_temperature_changes_a_classification_model_and_is_checked(tmp_path):
     assert not np.array_equal(vivid, cautious)
     with pytest.raises(ValueError, match="temperature"):
         Colorizer(tmp_path, temperature=0)
+
+
+def test_chroma_scale_multiplies_the_predicted_colour(tiny_model_dir):
+    from koala.colorize import Colorizer
+
+    lightness = np.random.default_rng(4).uniform(20, 80, (2, 256, 256)).astype(np.float32)
+    full = Colorizer(tiny_model_dir).predict_ab(lightness)
+    half = Colorizer(tiny_model_dir, chroma_scale=0.5).predict_ab(lightness)
+    assert np.abs(full).max() > 1e-4
+    np.testing.assert_allclose(half, 0.5 * full, atol=1e-6)
+    with pytest.raises(ValueError, match="chroma_scale"):
+        Colorizer(tiny_model_dir, chroma_scale=-1)
