@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("full_resolution", "inference_throughput", "training_throughput", "prepare_throughput", "memory")
+BENCHMARKS = ("architectures", "full_resolution", "inference_throughput", "training_throughput", "prepare_throughput", "memory")
 
 
 def main(argv=None) -> int:
