@@ -40,6 +40,7 @@ demo: setup
 test: setup-test
 	$(BIN)/python -m pytest -q --timeout=900
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --timeout=900 tests/test_model.py tests/test_backends.py
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --timeout=900 tests/test_lite0_unet.py -k "shapes or grey or save_and_load or overfit"
 
 benchmarks: setup-test
 	$(BIN)/python benchmarks/run_all.py
