@@ -78,18 +78,21 @@ class Colorizer:
             weights = embedder_weights if embedder_weights is not None else self.config.embedder_weights
             self.embedder = get_embedder(self.config.embedder, weights or None)
 
-    def predict_ab(self, lightness: np.ndarray) -> np.ndarray:
-        """Predict normalised ab (N, size, size, 2) for L* images (N, size, size) in 0..100."""
-        lightness = np.asarray(lightness, dtype=np.float32)
+    def network_output(self, lightness: np.ndarray) -> np.ndarray:
+        """The network's raw output (ab, or class logits) for L* images (N, size, size) in 0..100."""
         l_norm = color.normalize_lightness(lightness)[..., None]
         if self.embedder is not None:
-            embedding = self.embedder.embed_lightness(lightness)
-            inputs = [l_norm, embedding]
+            inputs = [l_norm, self.embedder.embed_lightness(lightness)]
         else:
             inputs = l_norm
+        return self.model.predict_on_batch(inputs)
+
+    def predict_ab(self, lightness: np.ndarray) -> np.ndarray:
+        """Predict normalised ab (N, size, size, 2) for L* images (N, size, size) in 0..100."""
         from koala.train import ab_from_output
 
-        output = self.model.predict_on_batch(inputs)
+        lightness = np.asarray(lightness, dtype=np.float32)
+        output = self.network_output(lightness)
         return ab_from_output(output, self.config, lightness.shape[1:3], self.temperature, self.chroma_scale)
 
     def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:

@@ -94,10 +94,9 @@ def update_features(prepared: str | Path, config: ColorizerConfig, batch_size: i
             for factor, values in zip(FACTORS, features):
                 arrays[f"features-{factor}"][start : start + len(chunk)] = np.asarray(values, dtype=np.float16)
             arrays["ab"][start : start + len(chunk)] = np.stack([_target_ab(item) for item in rgb]).astype(np.float16)
-        for name, array in arrays.items():
+        for array in arrays.values():
             array.flush()
-            del array
-        arrays.clear()
+        arrays.clear()  # closes the memory maps before the files are renamed
         for name, temporary in temporaries.items():
             os.replace(temporary, folder / f"{name}.npy")
     finally:

@@ -151,23 +151,23 @@ def build_decoder(config: ColorizerConfig) -> keras.Model:
     return keras.Model(inputs, output, name=DECODER_NAME)
 
 
-def _fine_tuned_layers(decoder: keras.Model):
+def _fine_tuned_stage_layers(decoder: keras.Model):
+    """The layers of Lite0's stages 6-7 inside ``decoder``."""
     prefixes = tuple(f"stage{stage}_" for stage in FINE_TUNED_STAGES)
-    return [layer for layer in decoder.layers
-            if layer.name.startswith(prefixes) and layer.weights and not isinstance(layer, layers.BatchNormalization)]
+    return [layer for layer in decoder.layers if layer.name.startswith(prefixes)]
 
 
 def set_fine_tuning(decoder: keras.Model, enabled: bool) -> None:
     """Let stages 6-7 train (``enabled``) or keep them at their weights. Their batch normalisation always
     keeps ImageNet's statistics (a frozen BatchNormalization layer runs in inference mode)."""
-    for layer in decoder.layers:
-        if layer.name.startswith(tuple(f"stage{stage}_" for stage in FINE_TUNED_STAGES)):
-            layer.trainable = enabled and not isinstance(layer, layers.BatchNormalization)
+    for layer in _fine_tuned_stage_layers(decoder):
+        layer.trainable = enabled and not isinstance(layer, layers.BatchNormalization)
 
 
 def is_fine_tuning(decoder: keras.Model) -> bool:
     """Whether stages 6-7 of ``decoder`` train."""
-    return any(layer.trainable for layer in _fine_tuned_layers(decoder))
+    return any(layer.trainable and layer.weights for layer in _fine_tuned_stage_layers(decoder)
+               if not isinstance(layer, layers.BatchNormalization))
 
 
 def build_lite0_unet(config: ColorizerConfig, weights: str | None = None) -> keras.Model:

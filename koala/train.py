@@ -281,8 +281,10 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     validation = validation if len(validation.ids) else None
     sample_batch = None
     if validation is not None:
-        sample_source = data.ColorDataset(config.data, "validation", batch_size=config.batch_size, embedder=embedder)
-        sample_batch = sample_source.load_batch(0)
+        # the sample grid needs photos, which the feature batches of lite0-unet do not hold
+        photos = validation if not lite0_unet else data.ColorDataset(
+            config.data, "validation", batch_size=config.batch_size, embedder=embedder)
+        sample_batch = photos.load_batch(0)
     head = None
     if lite0_unet:
         from koala import lite0_unet as lite0_unet_module

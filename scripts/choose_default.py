@@ -42,26 +42,20 @@ def _label(path: str, setting: dict) -> str:
 
 
 def _make_caching_colorizer():
-    """A Colorizer that remembers the network's raw output per input batch, so that scoring one
-    classification model at several temperatures runs the network once."""
+    """A Colorizer that remembers the network's raw output per input batch, so that scoring one model at
+    several temperatures or chroma scales runs the network once."""
     import numpy as np
 
     from koala.colorize import Colorizer
-    from koala.train import ab_from_output
 
     outputs: dict[tuple[str, str], np.ndarray] = {}
 
     class CachingColorizer(Colorizer):
-        def predict_ab(self, lightness):
-            lightness = np.asarray(lightness, dtype=np.float32)
-            key = (str(self.model_path), hashlib.sha1(lightness.tobytes()).hexdigest())
+        def network_output(self, lightness):
+            key = (str(self.model_path), hashlib.sha1(np.ascontiguousarray(lightness).tobytes()).hexdigest())
             if key not in outputs:
-                from koala import color
-
-                l_norm = color.normalize_lightness(lightness)[..., None]
-                inputs = [l_norm, self.embedder.embed_lightness(lightness)] if self.embedder is not None else l_norm
-                outputs[key] = np.asarray(self.model.predict_on_batch(inputs))
-            return ab_from_output(outputs[key], self.config, lightness.shape[1:3], self.temperature, self.chroma_scale)
+                outputs[key] = np.asarray(super().network_output(lightness))
+            return outputs[key]
 
     return CachingColorizer
 
