@@ -141,10 +141,59 @@ def soft_encode(ab_scaled, bins):
     return gaussian / ops.sum(gaussian, axis=-1, keepdims=True)
 
 
+SOFT_BLOCK = 6
+"""The sparse soft encoding looks for a pixel's 5 nearest class centres among the 6 × 6 grid points
+around it (36 instead of all ~260 classes). On a full grid the 5 nearest lie in the 4 × 4 block around a
+point; the wider block keeps the answer exact where out-of-gamut cells leave gaps near the gamut edge."""
+
+
+@functools.lru_cache(maxsize=None)
+def _grid_lookup(bins_bytes: bytes, count: int, step: float):
+    """Class index of every grid point of the bins' bounding box (-1 where no class), with the box's origin."""
+    bins = np.frombuffer(bins_bytes, dtype=np.float32).reshape(count, 2)
+    cells = np.round(bins / step).astype(np.int64)
+    origin = cells.min(0) - SOFT_BLOCK
+    shape = cells.max(0) - origin + SOFT_BLOCK + 1
+    table = np.full(tuple(shape), -1, dtype=np.int32)
+    table[cells[:, 0] - origin[0], cells[:, 1] - origin[1]] = np.arange(count, dtype=np.int32)
+    return table.ravel(), origin.astype(np.float32), int(shape[1]), int(shape[0])
+
+
+def sparse_soft_targets(ab_scaled, bins, step: float = GRID_STEP):
+    """keras.ops soft encoding kept sparse: scaled ab (..., 2) -> (class ids (..., 5), weights (..., 5)).
+
+    The same targets as ``soft_encode`` without its (..., Q) distance tensor and top-k over every class.
+    """
+    ops = _ops()
+    bins = np.asarray(bins, dtype=np.float32)
+    table, origin, rows_b, rows_a = _grid_lookup(bins.tobytes(), len(bins), float(step))
+    ab = ops.cast(ab_scaled, "float32") * color.AB_SCALE
+    offsets = np.arange(SOFT_BLOCK, dtype=np.float32) - (SOFT_BLOCK // 2 - 1)
+    grid_a, grid_b = np.meshgrid(offsets, offsets, indexing="ij")
+    block = np.stack([grid_a.ravel(), grid_b.ravel()], -1)  # (K, 2) grid offsets from the cell's corner
+    corner = ops.floor(ab / step)  # (..., 2)
+    candidates = ops.expand_dims(corner, -2) + ops.convert_to_tensor(block)  # (..., K, 2) grid coordinates
+    squared = ops.sum(ops.square(ops.expand_dims(ab, -2) - candidates * step), axis=-1)  # (..., K)
+    index = ops.cast(candidates - ops.convert_to_tensor(origin), "int32")
+    index_a = ops.clip(index[..., 0], 0, rows_a - 1)
+    index_b = ops.clip(index[..., 1], 0, rows_b - 1)
+    classes = ops.take(ops.convert_to_tensor(table), index_a * rows_b + index_b)  # (..., K), -1 = no class
+    valid = classes >= 0
+    squared = ops.where(valid, squared, 1e12)
+    negative_top, top = ops.top_k(-squared, SOFT_NEIGHBOURS)
+    # relative to the nearest, so far-off colours don't underflow; a pixel with no class within the block
+    # (only possible far outside sRGB) gets zero weight everywhere instead of a made-up target
+    found = ops.cast(ops.take_along_axis(valid, top, axis=-1), "float32")
+    gaussian = ops.exp((negative_top - negative_top[..., :1]) / (2 * SOFT_SIGMA**2)) * found
+    weights = gaussian / ops.maximum(ops.sum(gaussian, axis=-1, keepdims=True), 1e-12)
+    return ops.maximum(ops.take_along_axis(classes, top, axis=-1), 0), weights
+
+
 def classification_loss(ab_scaled_true, logits, bins, class_weights):
     """Rebalanced cross-entropy between soft-encoded targets and predicted class logits.
 
-    ``ab_scaled_true`` may be larger than the logits' grid; it is average-pooled down to it.
+    ``ab_scaled_true`` may be larger than the logits' grid; it is average-pooled down to it. The targets
+    stay sparse (5 classes a pixel), so the cost is one log-softmax over the logits and a gather.
     """
     ops = _ops()
     logits = ops.cast(logits, "float32")
@@ -152,9 +201,10 @@ def classification_loss(ab_scaled_true, logits, bins, class_weights):
     ab = ops.cast(ab_scaled_true, "float32")
     if factor != 1:
         ab = ops.average_pool(ab, pool_size=factor, strides=factor, padding="valid")
-    target = soft_encode(ab, bins)
-    weights = ops.take(ops.convert_to_tensor(class_weights, dtype="float32"), ops.argmax(target, axis=-1))
-    log_probability = ops.log_softmax(logits, axis=-1)
+    classes, target = sparse_soft_targets(ab, bins)
+    # the first of the top 5 is the nearest class: its rebalancing weight weighs the pixel
+    weights = ops.take(ops.convert_to_tensor(class_weights, dtype="float32"), classes[..., 0])
+    log_probability = ops.take_along_axis(ops.log_softmax(logits, axis=-1), classes, axis=-1)
     cross_entropy = -ops.sum(target * log_probability, axis=-1)
     return ops.mean(weights * cross_entropy, axis=(1, 2))
 

@@ -29,6 +29,25 @@ def test_soft_encoding_sums_to_one_and_peaks_at_the_nearest_bin():
     np.testing.assert_allclose(ops_targets, targets, atol=1e-5)
 
 
+def test_sparse_soft_targets_match_the_dense_encoding_on_real_colours():
+    """The loss's 6 x 6-block search finds the same 5 classes and weights as a search over every class,
+    for sRGB colours and for averages of two (what pooling the targets makes), gamut edges included."""
+    bins = losses.in_gamut_bins()
+    rng = np.random.default_rng(0)
+    corners = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], np.uint8)
+    rgb = np.concatenate([corners, rng.integers(0, 256, (1500, 3), dtype=np.uint8)])[None]
+    ab = color.rgb_to_lab(rgb)[..., 1:]
+    ab = np.concatenate([ab, (ab + ab[:, ::-1]) / 2], axis=1).astype(np.float32)
+    dense = losses.soft_encode_numpy(ab, bins).reshape(-1, len(bins))
+    classes, weights = losses.sparse_soft_targets(ab / color.AB_SCALE, bins)
+    sparse = np.zeros_like(dense)
+    np.put_along_axis(sparse, np.asarray(classes).reshape(-1, 5), np.asarray(weights).reshape(-1, 5), -1)
+    np.testing.assert_allclose(sparse, dense, atol=1e-5)
+    # far outside sRGB, where no class is near: zero weight, not NaN
+    _, far = losses.sparse_soft_targets(np.array([[0.95, 0.95]], np.float32), bins)
+    np.testing.assert_array_equal(np.asarray(far), 0.0)
+
+
 def test_annealed_mean_of_one_hot_is_that_bins_centre():
     bins = losses.in_gamut_bins()
     for index in (0, 17, len(bins) - 1):
