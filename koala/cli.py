@@ -181,14 +181,14 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
                         help="photos per training step")
     parser.add_argument("--learning-rate", type=positive_float, default=DEFAULTS.learning_rate,
-                        help="Adam's learning rate")
+                        help="Adam's learning rate (a resumed run continues at the rate given now)")
     parser.add_argument("--architecture", default=DEFAULTS.architecture, choices=("koalarization", "lite0-unet"),
                         help="koalarization: the tutorial's encoder-decoder, learnt from scratch; lite0-unet: an "
                         "ImageNet-pretrained EfficientNet-Lite0 encoder with skip connections (trains on 2 CPU cores)")
     parser.add_argument("--fine-tune-after", type=non_negative_int, default=DEFAULTS.fine_tune_after,
                         help="lite0-unet: after this many epochs Lite0's stages 6-7 train too (0: never)")
     parser.add_argument("--fine-tune-learning-rate", type=positive_float, default=DEFAULTS.fine_tune_learning_rate,
-                        help="lite0-unet: learning rate once stages 6-7 train")
+                        help="lite0-unet: learning rate once stages 6-7 train (a resumed run takes the rate given now)")
     parser.add_argument("--encoder-weights", default=DEFAULTS.encoder_weights,
                         help="lite0-unet: the encoder's starting weights: imagenet, a Lite0 .pth/.weights.h5 file, "
                         "or none")

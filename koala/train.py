@@ -173,6 +173,7 @@ def _make_callbacks(config, run_dir, sample_batch, head, log):
             number = epoch + 1
             row = {"epoch": number}
             row.update({key: float(value) for key, value in logs.items()})
+            row.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
             row["seconds"] = round(time.time() - self.epoch_started, 2)
             if self.sample is not None:
                 row.update(self._samples(number))
@@ -295,6 +296,13 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
         checkpoint = run_dir / state["checkpoint"]
         log(f"resuming {run_dir} after epoch {initial_epoch} from {checkpoint}")
         model = keras.saving.load_model(str(checkpoint))
+        fine_tuning = lite0_unet and lite0_unet_module.is_fine_tuning(model)
+        asked = config.fine_tune_learning_rate if fine_tuning else config.learning_rate
+        saved_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        if not np.isclose(saved_rate, asked, rtol=1e-6, atol=0.0):
+            # the checkpoint's optimizer keeps its own rate; a resumed command may lower (or raise) it
+            model.optimizer.learning_rate = asked
+            log(f"learning rate {saved_rate:g} -> {asked:g} from epoch {initial_epoch + 1}")
     else:
         model = head.get_layer(lite0_unet_module.DECODER_NAME) if lite0_unet else build_colorizer(config)
         if config.init_from:

@@ -49,6 +49,19 @@ def test_resume_continues_after_the_last_completed_epoch(prepared, tmp_path):
     assert any("nothing to do" in message for message in messages)
 
 
+def test_a_resumed_run_takes_the_learning_rate_it_is_given(prepared, tmp_path):
+    """The checkpoint's optimizer remembers its rate; resuming with a lower one must use the lower one."""
+    run_dir = tmp_path / "run"
+    train(_config(prepared, run_dir, epochs=1, learning_rate=1e-3), verbose=0, log=lambda message: None)
+    messages = []
+    train(_config(prepared, run_dir, epochs=2, learning_rate=1e-4), verbose=0, log=messages.append)
+    assert any("learning rate 0.001 -> 0.0001 from epoch 2" in message for message in messages)
+    rates = [float(row["learning_rate"]) for row in _history(run_dir)]
+    np.testing.assert_allclose(rates, [1e-3, 1e-4], rtol=1e-5)
+    checkpoint = keras.saving.load_model(str(run_dir / load_state(run_dir)["checkpoint"]))
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(checkpoint.optimizer.learning_rate)), 1e-4, rtol=1e-5)
+
+
 def test_resumed_run_equals_uninterrupted_run(prepared, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     train(_config(prepared, straight, epochs=2, augment=False), verbose=0, log=lambda m: None)
