@@ -49,3 +49,28 @@ def test_missing_model_is_a_clear_error(tmp_path):
     (tmp_path / "photos").mkdir()
     result = run_koala("colorize", tmp_path / "photos", "--output", tmp_path / "out", "--model", tmp_path / "nothing")
     assert result.returncode == 2 and "no model here" in result.stderr
+
+
+def test_chroma_scale_from_the_command_line(tmp_path):
+    """With the default model: --chroma-scale 0 gives the photo back grey (its lightness, no colour), 0.5 about
+    half the colour of the model's own setting; out of range is refused up front."""
+    import numpy as np
+
+    from koala import color
+
+    photo = tmp_path / "in" / "grey.png"
+    photo.parent.mkdir()
+    rng = np.random.default_rng(7)
+    gradient = np.linspace(40, 200, 96)[None, :, None] + rng.normal(0, 12, (64, 96, 1))
+    images.write_image(photo, np.repeat(np.clip(gradient, 0, 255).astype(np.uint8), 3, axis=-1))
+    chroma = {}
+    for label, extra in (("model's", []), ("0.5", ["--chroma-scale", "0.5"]), ("0", ["--chroma-scale", "0"])):
+        result = run_koala("colorize", photo, "--output", tmp_path / label, *extra)
+        assert result.returncode == 0, result.stderr
+        ab = color.rgb_to_lab(images.read_image(tmp_path / label / "grey.png"))[..., 1:]
+        chroma[label] = float(np.mean(np.hypot(ab[..., 0], ab[..., 1])))
+    assert chroma["model's"] > 2.0  # the default model does add colour
+    assert 0.3 < chroma["0.5"] / chroma["model's"] < 0.7
+    assert chroma["0"] < 0.5  # rounding to 8 bits leaves at most a trace
+    result = run_koala("colorize", photo, "--output", tmp_path / "x", "--chroma-scale", "3")
+    assert result.returncode == 2 and "chroma scale from 0 to 2" in result.stderr
