@@ -94,6 +94,37 @@ def main(argv=None) -> dict:
           f"{fine_tuned:.1f} photos/s (stages 6-7 fine-tuned)")
     print(f"  one-off feature cache (frozen stem + stages 1-5, {encoder_flops / 1e9:.2f} GFLOP): "
           f"{cache_rate:.1f} photos/s at batch 32")
+    # the classification head (Zhang et al.'s classes): its loss once cost more than the decoder
+    from koala import losses
+
+    bins = losses.in_gamut_bins()
+    class_weights = np.ones(len(bins), np.float32)
+
+    def dense_classification_loss(ab_true, logits):  # the encoding before the sparse one: all classes, top-k
+        from keras import ops
+
+        target = losses.soft_encode(ab_true, bins)
+        weights = ops.take(ops.convert_to_tensor(class_weights), ops.argmax(target, axis=-1))
+        cross_entropy = -ops.sum(target * ops.log_softmax(ops.cast(logits, "float32"), axis=-1), axis=-1)
+        return ops.mean(weights * cross_entropy, axis=(1, 2))
+
+    classes_config = ColorizerConfig(architecture="lite0-unet", loss="classification", embedder_weights="",
+                                     encoder_weights="")
+    classes_decoder = build_colorizer(classes_config).get_layer(lite0_unet.DECODER_NAME)
+    lite0_unet.set_fine_tuning(classes_decoder, False)
+    ab_target = rng.uniform(-0.3, 0.3, (32, 64, 64, 2)).astype("float32")
+    classification_rates = {}
+    for label, loss in (("sparse", losses.make_loss("classification", class_weights)),
+                        ("dense", dense_classification_loss)):
+        classes_decoder.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+        classification_rates[label] = 32 / median_seconds(
+            lambda: classes_decoder.train_on_batch(decoder_inputs, ab_target), arguments.repeats, warmup=2)
+    results["lite0-unet"].update(classification_train_photos_per_second=classification_rates["sparse"],
+                                 classification_dense_train_photos_per_second=classification_rates["dense"])
+    print(f"training, lite0-unet classification head, batch 32, on cached features (stages 6-7 frozen): "
+          f"{classification_rates['sparse']:.1f} photos/s with the sparse soft encoding, "
+          f"{classification_rates['dense']:.1f} with the dense one "
+          f"({classification_rates['sparse'] / classification_rates['dense']:.2f}× in this run)")
     tutorial_rate = results["koalarization (tutorial)"]["train_photos_per_second"]
     print(f"\nratios in this run: lite0-unet trains {frozen / tutorial_rate:.1f}× as many photos/s as the tutorial "
           f"network; its forward costs {results['lite0-unet']['gflop'] / results['koalarization (tutorial)']['gflop']:.2f}× "
