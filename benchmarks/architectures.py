@@ -100,13 +100,8 @@ def main(argv=None) -> dict:
     bins = losses.in_gamut_bins()
     class_weights = np.ones(len(bins), np.float32)
 
-    def dense_classification_loss(ab_true, logits):  # the encoding before the sparse one: all classes, top-k
-        from keras import ops
-
-        target = losses.soft_encode(ab_true, bins)
-        weights = ops.take(ops.convert_to_tensor(class_weights), ops.argmax(target, axis=-1))
-        cross_entropy = -ops.sum(target * ops.log_softmax(ops.cast(logits, "float32"), axis=-1), axis=-1)
-        return ops.mean(weights * cross_entropy, axis=(1, 2))
+    def dense_classification_loss(ab_true, logits):  # the same loss with every class's distance measured
+        return losses.classification_loss(ab_true, logits, bins, class_weights, encode=losses.dense_soft_targets)
 
     classes_config = ColorizerConfig(architecture="lite0-unet", loss="classification", embedder_weights="",
                                      encoder_weights="")

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from koala.config import ColorizerConfig
+from koala.config import CHROMA_SCALE_MAX, ColorizerConfig
 
 DEFAULTS = ColorizerConfig()
 SERVICE_PACKAGES = ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart")
@@ -59,7 +59,8 @@ positive_float = _number_checker(float, "a number above 0", 0.0, allow_minimum=F
 non_negative_float = _number_checker(float, "a number, 0 or more", 0.0, allow_minimum=True)
 fraction = _number_checker(float, "a number from 0 to 1", 0.0, allow_minimum=True, maximum=1.0)
 jpeg_quality = _number_checker(int, "a JPEG quality from 1 to 100", 1, allow_minimum=True, maximum=100)
-chroma_scale = _number_checker(float, "a chroma scale from 0 to 2", 0.0, allow_minimum=True, maximum=2.0)
+chroma_scale = _number_checker(float, f"a chroma scale from 0 to {CHROMA_SCALE_MAX:g}", 0.0, allow_minimum=True,
+                               maximum=CHROMA_SCALE_MAX)
 
 
 def _check_input_path(path: str, what: str = "file or folder") -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from koala import color, images, jpeg_luma
+from koala.config import CHROMA_SCALE_MAX
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -69,8 +70,8 @@ class Colorizer:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         self.chroma_scale = self.config.chroma_scale if chroma_scale is None else chroma_scale
-        if not 0 <= self.chroma_scale <= 2:
-            raise ValueError(f"chroma_scale must be between 0 and 2, got {self.chroma_scale}")
+        if not 0 <= self.chroma_scale <= CHROMA_SCALE_MAX:
+            raise ValueError(f"chroma_scale must be between 0 and {CHROMA_SCALE_MAX:g}, got {self.chroma_scale}")
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 
+CHROMA_SCALE_MAX = 2.0
+"""``chroma_scale`` runs from 0 (grey) to this; the command line and :class:`koala.Colorizer` both check it."""
+
+
 @dataclasses.dataclass
 class ColorizerConfig:
     """Everything needed to rebuild, retrain or reuse a colouriser.

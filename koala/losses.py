@@ -189,11 +189,18 @@ def sparse_soft_targets(ab_scaled, bins, step: float = GRID_STEP):
     return ops.maximum(ops.take_along_axis(classes, top, axis=-1), 0), weights
 
 
-def classification_loss(ab_scaled_true, logits, bins, class_weights):
+def dense_soft_targets(ab_scaled, bins):
+    """``sparse_soft_targets`` read off the dense encoding (every class's distance, then the top 5): the
+    reference the sparse search is measured against (tests, ``benchmarks/architectures.py``)."""
+    weights, classes = _ops().top_k(soft_encode(ab_scaled, bins), SOFT_NEIGHBOURS)
+    return classes, weights
+
+
+def classification_loss(ab_scaled_true, logits, bins, class_weights, encode=sparse_soft_targets):
     """Rebalanced cross-entropy between soft-encoded targets and predicted class logits.
 
     ``ab_scaled_true`` may be larger than the logits' grid; it is average-pooled down to it. The targets
-    stay sparse (5 classes a pixel), so the cost is one log-softmax over the logits and a gather.
+    stay sparse (5 classes a pixel, from ``encode``), so the cost is one log-softmax over the logits and a gather.
     """
     ops = _ops()
     logits = ops.cast(logits, "float32")
@@ -201,7 +208,7 @@ def classification_loss(ab_scaled_true, logits, bins, class_weights):
     ab = ops.cast(ab_scaled_true, "float32")
     if factor != 1:
         ab = ops.average_pool(ab, pool_size=factor, strides=factor, padding="valid")
-    classes, target = sparse_soft_targets(ab, bins)
+    classes, target = encode(ab, bins)
     # the first of the top 5 is the nearest class: its rebalancing weight weighs the pixel
     weights = ops.take(ops.convert_to_tensor(class_weights, dtype="float32"), classes[..., 0])
     log_probability = ops.take_along_axis(ops.log_softmax(logits, axis=-1), classes, axis=-1)

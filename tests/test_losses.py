@@ -43,6 +43,14 @@ def test_sparse_soft_targets_match_the_dense_encoding_on_real_colours():
     sparse = np.zeros_like(dense)
     np.put_along_axis(sparse, np.asarray(classes).reshape(-1, 5), np.asarray(weights).reshape(-1, 5), -1)
     np.testing.assert_allclose(sparse, dense, atol=1e-5)
+    # and so the loss is the same either way
+    pixels = ab.reshape(1, 1, -1, 2) / color.AB_SCALE
+    logits = rng.normal(size=pixels.shape[:3] + (len(bins),)).astype(np.float32)
+    weights = rng.uniform(0.5, 2, len(bins)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(losses.classification_loss(pixels, logits, bins, weights)),
+        np.asarray(losses.classification_loss(pixels, logits, bins, weights, encode=losses.dense_soft_targets)),
+        rtol=1e-5)
     # far outside sRGB, where no class is near: zero weight, not NaN
     _, far = losses.sparse_soft_targets(np.array([[0.95, 0.95]], np.float32), bins)
     np.testing.assert_array_equal(np.asarray(far), 0.0)
