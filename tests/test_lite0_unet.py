@@ -125,6 +125,7 @@ def test_flipped_batches_flip_features_and_target_together(prepared):
 def test_one_image_overfit_loss_falls():
     import keras
 
+    keras.utils.set_random_seed(0)  # the initial weights too: unseeded, one JAX run in CI stopped at 0.23x
     config = _config(image_size=64)
     decoder = lite0_unet.build_decoder(config)
     rng = np.random.default_rng(1)
