@@ -13,8 +13,10 @@ training step no longer pays for the encoder. The cache lives in the prepared se
         info.json         encoder, weights and size that produced them
 
 For 256-px photos that is 336 kB a photo (3.8 GB for 11,000 photos), read through memory maps, so memory
-does not grow with the set. Arrays are written under temporary names and renamed when complete; a cache
-whose ids or info no longer match the prepared set is computed again.
+does not grow with the set. Arrays are written under temporary names and renamed when complete. When
+photos are added to (or removed from) the prepared set, the cache is rewritten for the new list of ids, but
+the rows of photos it already held are copied rather than computed again; a cache made by another encoder
+(``info.json`` differs) is computed again from scratch.
 
 Augmentation on cached features: a horizontal flip of the features and the target together (the decoder
 learns to colour mirrored feature maps, which a mirrored photo's features closely resemble). Random crops
@@ -52,9 +54,23 @@ def _target_ab(rgb: np.ndarray) -> np.ndarray:
     return ab[: height * factor, : width * factor].reshape(height, factor, width, factor, 2).mean(axis=(1, 3))
 
 
+def _complete_arrays(folder: Path, rows: int, row_shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """The arrays of a finished cache of ``rows`` photos (memory-mapped), or {} if any is missing or misshapen."""
+    arrays = {}
+    for name, shape in row_shapes.items():
+        try:
+            array = np.load(folder / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            return {}
+        if array.shape != (rows,) + shape or array.dtype != np.float16:
+            return {}
+        arrays[name] = array
+    return arrays
+
+
 def update_features(prepared: str | Path, config: ColorizerConfig, batch_size: int = 32, progress: bool = True,
                     log=print) -> Path:
-    """Compute the encoder features of every photo of a prepared set, unless the cache already matches.
+    """Compute the encoder features of every photo of a prepared set that the cache does not hold yet.
 
     Returns:
         The cache folder.
@@ -68,32 +84,51 @@ def update_features(prepared: str | Path, config: ColorizerConfig, batch_size: i
         raise ValueError(f"{prepared}: no prepared photos (run koala prepare first)")
     info = _info(config)
     ids_path, info_path = folder / "ids", folder / "info.json"
-    if ids_path.exists() and info_path.exists():
-        if ids_path.read_text().split() == ids and json.loads(info_path.read_text()) == info:
+    shapes = lite0_unet.feature_shapes(config.image_size)
+    size = config.image_size // lite0_unet.OUTPUT_FACTOR
+    row_shapes = {f"features-{factor}": tuple(shapes[factor]) for factor in FACTORS} | {"ab": (size, size, 2)}
+    previous_ids, previous = [], {}
+    if ids_path.exists() and info_path.exists() and json.loads(info_path.read_text()) == info:
+        previous_ids = ids_path.read_text().split()
+        if previous_ids == ids:
             return folder
+        previous = _complete_arrays(folder, len(previous_ids), row_shapes)
+    previous_rows = {image_id: row for row, image_id in enumerate(previous_ids)} if previous else {}
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("ids", "info.json"):  # the cache is invalid from here until it is complete again
         (folder / name).unlink(missing_ok=True)
-    log(f"computing the frozen encoder's features of {len(ids)} photos once (cached in {folder})")
-    weights = config.encoder_weights or None
-    model = lite0_unet.build_lite0_unet(config.replace(fusion=False, loss="mse"), weights=weights)
-    encoder = model.get_layer(lite0_unet.ENCODER_NAME)
-    shapes = lite0_unet.feature_shapes(config.image_size)
-    size = config.image_size // lite0_unet.OUTPUT_FACTOR
+    kept = [(row, previous_rows[image_id]) for row, image_id in enumerate(ids) if image_id in previous_rows]
+    missing = [(row, image_id) for row, image_id in enumerate(ids) if image_id not in previous_rows]
+    if missing:
+        reused = f", {len(kept)} copied from the previous cache" if kept else ""
+        log(f"computing the frozen encoder's features of {len(missing)} photos once{reused} (cached in {folder})")
+    else:
+        log(f"rewriting {folder} for the prepared set's {len(ids)} photos, all copied from the previous cache")
     arrays, temporaries = {}, {}
-    for name, shape in [(f"features-{factor}", shapes[factor]) for factor in FACTORS] + [("ab", (size, size, 2))]:
+    for name, shape in row_shapes.items():
         temporaries[name] = folder / f".{name}.npy.part"
         arrays[name] = np.lib.format.open_memmap(temporaries[name], mode="w+", dtype=np.float16,
-                                                 shape=(len(ids),) + tuple(shape))
+                                                 shape=(len(ids),) + shape)
     try:
-        for start in tqdm(range(0, len(ids), batch_size), desc="encoder features", unit="batch", disable=not progress):
-            chunk = ids[start : start + batch_size]
+        for start in range(0, len(kept), 256):
+            rows, old_rows = map(np.array, zip(*kept[start : start + 256]))
+            for name, array in arrays.items():
+                array[rows] = previous[name][old_rows]
+        previous.clear()
+        if missing:
+            model = lite0_unet.build_lite0_unet(config.replace(fusion=False, loss="mse"),
+                                                weights=config.encoder_weights or None)
+            encoder = model.get_layer(lite0_unet.ENCODER_NAME)
+        for start in tqdm(range(0, len(missing), batch_size), desc="encoder features", unit="batch",
+                          disable=not progress):
+            rows, chunk = zip(*missing[start : start + batch_size])
+            rows = np.array(rows)
             rgb = [data.load_prepared_image(prepared, image_id) for image_id in chunk]
             lightness = np.stack([color.preprocess(item)[0] for item in rgb])
             features = encoder.predict_on_batch(lightness)
             for factor, values in zip(FACTORS, features):
-                arrays[f"features-{factor}"][start : start + len(chunk)] = np.asarray(values, dtype=np.float16)
-            arrays["ab"][start : start + len(chunk)] = np.stack([_target_ab(item) for item in rgb]).astype(np.float16)
+                arrays[f"features-{factor}"][rows] = np.asarray(values, dtype=np.float16)
+            arrays["ab"][rows] = np.stack([_target_ab(item) for item in rgb]).astype(np.float16)
         for array in arrays.values():
             array.flush()
         arrays.clear()  # closes the memory maps before the files are renamed

@@ -1,11 +1,12 @@
 """The pretrained-encoder U-Net: shapes, pretrained weights, save/load, training on cached features."""
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
 
-from koala import color, data, efficientnet_lite, feature_cache, lite0_unet
+from koala import color, data, efficientnet_lite, feature_cache, images, lite0_unet
 from koala.config import ColorizerConfig
 from koala.model import build_colorizer
 from koala.train import load_head, save_head, train
@@ -105,6 +106,49 @@ def test_feature_cache_matches_the_encoder_and_is_computed_once(prepared):
     messages.clear()
     feature_cache.update_features(prepared, config, progress=False, log=messages.append)
     assert messages == []  # nothing computed the second time
+
+
+def test_adding_photos_computes_only_theirs_and_gives_the_cache_a_fresh_run_would(prepared, tmp_path):
+    import keras
+
+    config = _config(image_size=64)  # random encoder weights: seeded alike before each cache is computed
+    grown = tmp_path / "grown"
+    shutil.copytree(prepared, grown, ignore=shutil.ignore_patterns("features-*"))  # no cache from other tests
+    keras.utils.set_random_seed(7)
+    feature_cache.update_features(grown, config, progress=False, log=lambda message: None)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for index in (40, 41):
+        images.write_image(extra / f"new_{index}.jpg", make_photo(index, 112, 128))
+    data.prepare(extra, grown, embedder=None, size=64, progress=False, log=lambda message: None)
+    ids = [row["id"] for row in data.read_manifest(grown)]
+    messages = []
+    keras.utils.set_random_seed(7)
+    folder = feature_cache.update_features(grown, config, progress=False, log=messages.append)
+    assert len(ids) == 26 and messages == [
+        f"computing the frozen encoder's features of 2 photos once, 24 copied from the previous cache (cached in {folder})"]
+    assert (folder / "ids").read_text().split() == ids
+    # the same arrays as a cache computed from nothing
+    fresh = tmp_path / "fresh"
+    (fresh / "images").mkdir(parents=True)
+    shutil.copy(grown / "manifest.csv", fresh / "manifest.csv")
+    for image_id in ids:
+        shutil.copy(grown / "images" / f"{image_id}.jpg", fresh / "images")
+    keras.utils.set_random_seed(7)
+    fresh_folder = feature_cache.update_features(fresh, config, progress=False, log=lambda message: None)
+    for name in ("features-4", "features-8", "features-16", "ab"):
+        np.testing.assert_allclose(np.load(folder / f"{name}.npy"), np.load(fresh_folder / f"{name}.npy"), atol=1e-3)
+    # removing a photo needs no encoder at all
+    rows = data.read_manifest(grown)[1:]
+    with open(grown / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=data.MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    messages.clear()
+    feature_cache.update_features(grown, config, progress=False, log=messages.append)
+    assert messages == [f"rewriting {folder} for the prepared set's 25 photos, all copied from the previous cache"]
+    np.testing.assert_array_equal(np.load(folder / "ab.npy"), np.load(fresh_folder / "ab.npy")[1:])
+    assert not any(folder.glob(".*.part"))
 
 
 def test_flipped_batches_flip_features_and_target_together(prepared):
