@@ -23,8 +23,6 @@ from pathlib import Path
 
 from _common import PHOTO_SOURCES, ROOT, detailed_photo, machine
 
-import numpy as np
-
 TARGET = 1.2
 
 CHILD = r"""

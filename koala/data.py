@@ -181,7 +181,6 @@ def prepare(
     rows = {row["id"]: row for row in read_manifest(destination)}
     known_sources = {row["source"]: row["id"] for row in rows.values()}
     files = images.find_images([source])
-    root = source if source.is_dir() else source.parent
 
     todo: list[tuple[Path, str, str]] = []
     seen: dict[str, str] = {row_id: row["source"] for row_id, row in rows.items()}

@@ -3,7 +3,6 @@
 `make test` runs this file under TensorFlow and again with KERAS_BACKEND=jax.
 """
 
-import json
 import os
 import subprocess
 import sys
