@@ -10,7 +10,9 @@ among the candidates whose PSNR beats the grey baseline by at least ``--min-gain
 the most colourful (mean colourfulness over the truth's); test sets are scored for every candidate but never
 used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
 hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json`` (a later run with
-more candidates reuses the scores of those already in it).
+more candidates reuses the scores of those already in it). With ``--keep``, the candidates scored by earlier runs
+into the same ``--out`` stay in the tables and in the choice, so a new model can be added to a comparison
+without scoring every earlier one again; the figures show only the candidates named in this run.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def main() -> int:
     parser.add_argument("--min-gain", type=float, default=0.3, help="validation PSNR gain over grey a candidate needs")
     parser.add_argument("--photos", type=int, default=6, help="test photos in the figure")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N photos of each set (a quick check)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the candidates of earlier runs into --out in the tables and the choice")
     arguments = parser.parse_args()
 
     import numpy as np
@@ -111,9 +115,13 @@ def main() -> int:
 
     quiet = dict(progress=False, log=lambda message: None, limit=arguments.limit)
     results: dict[str, dict[str, dict]] = {"validation": {}, "test": {}, "other-test": {}}
-    previous = {}
+    previous, previous_hues = {}, {}
     if (out / "results.json").exists():  # scores of candidates already measured (same data) are reused
-        previous = json.loads((out / "results.json").read_text())["results"]
+        saved = json.loads((out / "results.json").read_text())
+        previous, previous_hues = saved["results"], saved.get("historic", {})
+    if arguments.keep:
+        for part in results:
+            results[part].update({label: row for label, row in previous.get(part, {}).items() if label not in colorizers})
     for label, colorizer in colorizers.items():
         if label in previous.get("validation", {}):
             for part in results:
@@ -135,7 +143,7 @@ def main() -> int:
     historic = []
     if arguments.historic:
         historic = [(path.name, images.read_image(path)) for path, _ in images.find_images([arguments.historic])]
-    hue_rows = {}
+    hue_rows = {label: row for label, row in previous_hues.items() if label not in colorizers} if arguments.keep else {}
     historic_columns = [("input", [image for _, image in historic[:6]])]
     truth = [image for _, image in evaluation_images(arguments.data, "test", 256, log=lambda message: None)[0]]
     chosen_photos = np.linspace(0, len(truth) - 1, arguments.photos).astype(int)

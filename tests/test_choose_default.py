@@ -1,0 +1,62 @@
+"""scripts/choose_default.py: the rule picks on validation only, and --keep extends an earlier comparison."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from koala import data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def split_set(prepared, tmp_path):
+    """The prepared photos with 6 in validation and 6 in test, whatever their hashes say."""
+    folder = tmp_path / "set"
+    shutil.copytree(prepared, folder, ignore=shutil.ignore_patterns("features-*"))
+    rows = data.read_manifest(folder)
+    for index, row in enumerate(rows):
+        row["split"] = "validation" if index < 6 else "test" if index < 12 else "train"
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=data.MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def _choose(candidates, split_set, out, *extra):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "choose_default.py"), *candidates, "--data", str(split_set),
+         "--out", str(out), "--min-gain", "-100", "--photos", "2", *extra],
+        capture_output=True, text=True, env=environment, cwd=ROOT, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def test_the_rule_picks_the_most_colourful_on_validation_and_keep_extends_the_comparison(
+        tiny_model_dir, split_set, tmp_path):
+    out = tmp_path / "comparison"
+    first = _choose([f"{tiny_model_dir}@S=0.5", f"{tiny_model_dir}@S=1"], split_set, out)
+    name = tiny_model_dir.name
+    validation = first["results"]["validation"]
+    assert set(validation) == {f"{name} S=0.5", f"{name} S=1"}
+    assert validation[f"{name} S=1"]["colorfulness_ratio"] > validation[f"{name} S=0.5"]["colorfulness_ratio"]
+    assert first["chosen"] == f"{name} S=1"  # every candidate passes a -100 dB bar: the most colourful wins
+    assert validation[f"{name} S=1"]["count"] == 6 and first["results"]["test"][f"{name} S=1"]["count"] == 6
+
+    second = _choose([f"{tiny_model_dir}@S=2"], split_set, out, "--keep")
+    assert set(second["results"]["validation"]) == {f"{name} S=0.5", f"{name} S=1", f"{name} S=2"}
+    assert second["results"]["validation"][f"{name} S=1"] == validation[f"{name} S=1"]  # reused, not rescored
+    assert second["chosen"] == f"{name} S=2"
+    table = (out / "candidates.md").read_text()
+    assert all(f"| {name} S={scale} |" in table for scale in ("0.5", "1", "2"))
+
+    third = _choose([f"{tiny_model_dir}@S=0.5"], split_set, out)  # without --keep: only the candidates named
+    assert set(third["results"]["validation"]) == {f"{name} S=0.5"} and third["chosen"] == f"{name} S=0.5"
