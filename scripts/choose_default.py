@@ -7,8 +7,9 @@
 A candidate is a model folder, with ``@T=0.5`` for a classification model's annealed-mean temperature or
 ``@S=0.8`` for a chroma scale (``ColorizerConfig.chroma_scale``). The rule:
 among the candidates whose PSNR beats the grey baseline by at least ``--min-gain`` dB on the validation split,
-the most colourful (mean colourfulness over the truth's); test sets are scored for every candidate but never
-used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
+the most colourful (mean colourfulness over the truth's), counted up to the truth's: colour beyond what the true
+photos have is not more believable colour, so among the candidates that reach the truth's colourfulness the most
+accurate (highest validation PSNR) is chosen. Test sets are scored for every candidate but never used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
 hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json`` (a later run with
 more candidates reuses the scores of those already in it). With ``--keep``, the candidates scored by earlier runs
 into the same ``--out`` stay in the tables and in the choice, so a new model can be added to a comparison
@@ -72,6 +73,14 @@ def _row(result) -> dict:
     }
 
 
+def choose(eligible: dict[str, dict]) -> str | None:
+    """The rule's pick among validation rows that pass the PSNR bar: the highest colourfulness ratio, capped at 1
+    (the truth's); ties at the cap go to the higher PSNR."""
+    if not eligible:
+        return None
+    return max(eligible, key=lambda label: (min(eligible[label]["colorfulness_ratio"], 1.0), eligible[label]["psnr"]))
+
+
 def _table(title: str, rows: dict[str, dict]) -> list[str]:
     lines = [f"### {title}", "", "| model | PSNR (dB) | gain over grey | SSIM | colourfulness × truth | AuC | better than grey |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -131,7 +140,7 @@ def main() -> int:
         results["validation"][label] = _row(evaluate(colorizer, arguments.data, split="validation", **quiet))
         print(f"{label}: validation {results['validation'][label]}", flush=True)
     eligible = {label: row for label, row in results["validation"].items() if row["gain"] >= arguments.min_gain}
-    chosen = max(eligible, key=lambda label: eligible[label]["colorfulness_ratio"]) if eligible else None
+    chosen = choose(eligible)
     for label, colorizer in colorizers.items():
         if label in results["test"]:
             continue
@@ -165,7 +174,8 @@ def main() -> int:
 
     lines = ["# Candidates for the default model", "",
              f"Chosen on the validation split of `{arguments.data}` by the rule: PSNR at least "
-             f"{arguments.min_gain} dB over grey, then the highest colourfulness. Test sets confirm; they choose nothing.",
+             f"{arguments.min_gain} dB over grey, then the highest colourfulness up to the truth's (among those reaching it, "
+             "the highest PSNR). Test sets confirm; they choose nothing.",
              ""]
     lines += _table("Validation (chooses)", results["validation"])
     lines += [f"**Chosen: {chosen or 'none: no candidate gains enough'}**", ""]

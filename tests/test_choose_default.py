@@ -42,6 +42,7 @@ def _choose(candidates, split_set, out, *extra):
 
 def test_the_rule_picks_the_most_colourful_on_validation_and_keep_extends_the_comparison(
         tiny_model_dir, split_set, tmp_path):
+    # (an untrained model: far less colourful than the truth at every scale here, so colour alone decides)
     out = tmp_path / "comparison"
     first = _choose([f"{tiny_model_dir}@S=0.5", f"{tiny_model_dir}@S=1"], split_set, out)
     name = tiny_model_dir.name
@@ -54,9 +55,23 @@ def test_the_rule_picks_the_most_colourful_on_validation_and_keep_extends_the_co
     second = _choose([f"{tiny_model_dir}@S=2"], split_set, out, "--keep")
     assert set(second["results"]["validation"]) == {f"{name} S=0.5", f"{name} S=1", f"{name} S=2"}
     assert second["results"]["validation"][f"{name} S=1"] == validation[f"{name} S=1"]  # reused, not rescored
+    assert second["results"]["validation"][f"{name} S=2"]["colorfulness_ratio"] < 1
     assert second["chosen"] == f"{name} S=2"
     table = (out / "candidates.md").read_text()
     assert all(f"| {name} S={scale} |" in table for scale in ("0.5", "1", "2"))
 
     third = _choose([f"{tiny_model_dir}@S=0.5"], split_set, out)  # without --keep: only the candidates named
     assert set(third["results"]["validation"]) == {f"{name} S=0.5"} and third["chosen"] == f"{name} S=0.5"
+
+
+def test_colour_counts_up_to_the_truths_and_beyond_it_accuracy_decides():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("choose_default", ROOT / "scripts" / "choose_default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = {"calm": {"colorfulness_ratio": 0.8, "psnr": 25.0}, "close": {"colorfulness_ratio": 0.97, "psnr": 24.0}}
+    assert module.choose(rows) == "close"
+    rows |= {"vivid": {"colorfulness_ratio": 1.04, "psnr": 23.5}, "just": {"colorfulness_ratio": 1.01, "psnr": 23.9}}
+    assert module.choose(rows) == "just"  # both reach the truth: the more accurate one
+    assert module.choose({}) is None
