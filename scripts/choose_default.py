@@ -9,7 +9,11 @@ A candidate is a model folder, with ``@T=0.5`` for a classification model's anne
 among the candidates whose PSNR beats the grey baseline by at least ``--min-gain`` dB on the validation split,
 the most colourful (mean colourfulness over the truth's), counted up to the truth's: colour beyond what the true
 photos have is not more believable colour, so among the candidates that reach the truth's colourfulness the most
-accurate (highest validation PSNR) is chosen. Test sets are scored for every candidate but never used to choose. Writes ``candidates.md`` (validation, test and other-source test tables, the choice, and the
+accurate (highest validation PSNR) is chosen. Test sets are scored for every candidate but never used to rank.
+The pick is then confirmed on them: at least ``--min-gain`` over grey on the test split, and on ``--other-test``
+the issue's aim (``--aim-gain`` dB and ``--aim-colour`` x the truth's colourfulness). A pick that fails is not
+shipped; the next candidate in the validation ranking is tried. Writes ``candidates.md`` (validation, test and
+other-source test tables, the choice, and the
 hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json`` (a later run with
 more candidates reuses the scores of those already in it). With ``--keep``, the candidates scored by earlier runs
 into the same ``--out`` stay in the tables and in the choice, so a new model can be added to a comparison
@@ -73,12 +77,36 @@ def _row(result) -> dict:
     }
 
 
-def choose(eligible: dict[str, dict]) -> str | None:
-    """The rule's pick among validation rows that pass the PSNR bar: the highest colourfulness ratio, capped at 1
+def rank(eligible: dict[str, dict]) -> list[str]:
+    """Validation rows that pass the PSNR bar, best first by the rule: the highest colourfulness ratio, capped at 1
     (the truth's); ties at the cap go to the higher PSNR."""
-    if not eligible:
-        return None
-    return max(eligible, key=lambda label: (min(eligible[label]["colorfulness_ratio"], 1.0), eligible[label]["psnr"]))
+    return sorted(eligible, key=lambda label: (min(eligible[label]["colorfulness_ratio"], 1.0), eligible[label]["psnr"]),
+                  reverse=True)
+
+
+def choose(eligible: dict[str, dict]) -> str | None:
+    """The rule's pick (see :func:`rank`), or None if no candidate passes the bar."""
+    ranking = rank(eligible)
+    return ranking[0] if ranking else None
+
+
+def confirm(ranking: list[str], results: dict, min_gain: float, aim_gain: float, aim_colour: float):
+    """The first of ``ranking`` (best first, by validation) that the test sets confirm, and why each before it failed."""
+    failed = []
+    for label in ranking:
+        reasons = []
+        test = results["test"].get(label)
+        if test is not None and test["gain"] < min_gain:
+            reasons.append(f"test {test['gain']:+.2f} dB < {min_gain:+.2f}")
+        other = results["other-test"].get(label)
+        if other is not None and other["gain"] < aim_gain:
+            reasons.append(f"other test {other['gain']:+.2f} dB < {aim_gain:+.2f}")
+        if other is not None and other["colorfulness_ratio"] < aim_colour:
+            reasons.append(f"other test colourfulness {other['colorfulness_ratio']:.2f}x < {aim_colour:.2f}x")
+        if not reasons:
+            return label, failed
+        failed.append((label, "; ".join(reasons)))
+    return None, failed
 
 
 def _table(title: str, rows: dict[str, dict]) -> list[str]:
@@ -104,6 +132,8 @@ def main() -> int:
     parser.add_argument("--min-gain", type=float, default=0.3, help="validation PSNR gain over grey a candidate needs")
     parser.add_argument("--photos", type=int, default=6, help="test photos in the figure")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N photos of each set (a quick check)")
+    parser.add_argument("--aim-gain", type=float, default=0.5, help="PSNR gain over grey the pick needs on --other-test")
+    parser.add_argument("--aim-colour", type=float, default=0.6, help="colourfulness x truth the pick needs on --other-test")
     parser.add_argument("--keep", action="store_true",
                         help="keep the candidates of earlier runs into --out in the tables and the choice")
     arguments = parser.parse_args()
@@ -148,6 +178,7 @@ def main() -> int:
         if arguments.other_test:
             results["other-test"][label] = _row(evaluate(colorizer, arguments.other_test, **quiet))
         print(f"{label}: test {results['test'][label]}", flush=True)
+    confirmed, failed = confirm(rank(eligible), results, arguments.min_gain, arguments.aim_gain, arguments.aim_colour)
 
     historic = []
     if arguments.historic:
@@ -179,6 +210,10 @@ def main() -> int:
              ""]
     lines += _table("Validation (chooses)", results["validation"])
     lines += [f"**Chosen: {chosen or 'none: no candidate gains enough'}**", ""]
+    for label, reason in failed:
+        lines += [f"Not confirmed on the test sets: {label} ({reason}); the next in the validation ranking is tried.", ""]
+    if chosen:
+        lines += [f"**Confirmed (ships): {confirmed or 'none'}**", ""]
     lines += _table("Test (a): held out from the same sources", results["test"])
     if results["other-test"]:
         lines += _table(f"Test (b): another source, `{arguments.other_test}`", results["other-test"])
@@ -192,12 +227,13 @@ def main() -> int:
                          f"{row['mean_ab'][0]:+.1f}, {row['mean_ab'][1]:+.1f} |")
         lines.append("")
     (out / "candidates.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"chosen": chosen, "results": results, "historic": hue_rows}, indent=1))
+    (out / "results.json").write_text(json.dumps({"chosen": chosen, "confirmed": confirmed, "results": results,
+                                                  "historic": hue_rows}, indent=1))
 
     for file_name, columns in (("test-photos.png", test_columns), ("historic.png", historic_columns)):
         if columns[0][1]:
             save_figure(picture_columns(columns), out / file_name, dpi=80)
-    print(f"chosen: {chosen}; wrote {out}")
+    print(f"chosen: {chosen}; confirmed: {confirmed}; wrote {out}")
     return 0
 
 

@@ -75,3 +75,25 @@ def test_colour_counts_up_to_the_truths_and_beyond_it_accuracy_decides():
     rows |= {"vivid": {"colorfulness_ratio": 1.04, "psnr": 23.5}, "just": {"colorfulness_ratio": 1.01, "psnr": 23.9}}
     assert module.choose(rows) == "just"  # both reach the truth: the more accurate one
     assert module.choose({}) is None
+
+
+def test_a_pick_the_test_sets_do_not_confirm_is_not_shipped():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("choose_default", ROOT / "scripts" / "choose_default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    validation = {"vivid": {"colorfulness_ratio": 1.04, "psnr": 23.5}, "close": {"colorfulness_ratio": 0.97, "psnr": 24.0},
+                  "calm": {"colorfulness_ratio": 0.7, "psnr": 25.0}}
+    results = {"validation": validation,
+               "test": {"vivid": {"gain": 0.45}, "close": {"gain": 0.7}, "calm": {"gain": 1.6}},
+               "other-test": {"vivid": {"gain": 0.27, "colorfulness_ratio": 1.01},
+                              "close": {"gain": 0.57, "colorfulness_ratio": 0.91},
+                              "calm": {"gain": 1.3, "colorfulness_ratio": 0.69}}}
+    assert module.rank(validation) == ["vivid", "close", "calm"]
+    confirmed, failed = module.confirm(module.rank(validation), results, 0.3, 0.5, 0.6)
+    assert confirmed == "close" and failed == [("vivid", "other test +0.27 dB < +0.50")]
+    results["other-test"]["close"]["colorfulness_ratio"] = 0.5
+    confirmed, failed = module.confirm(module.rank(validation), results, 0.3, 0.5, 0.6)
+    assert confirmed == "calm" and failed[1] == ("close", "other test colourfulness 0.50x < 0.60x")
+    assert module.confirm([], results, 0.3, 0.5, 0.6) == (None, [])
