@@ -103,6 +103,11 @@ def read_manifest(prepared: str | Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def write_manifest(prepared: str | Path, rows: list[dict]) -> None:
+    """Write ``manifest.csv`` (atomically) from rows like :func:`read_manifest`'s, e.g. with splits changed."""
+    _write_csv(Path(prepared) / "manifest.csv", MANIFEST_FIELDS, rows)
+
+
 def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
@@ -226,7 +231,7 @@ def prepare(
         bar.close()
 
     ordered = sorted(rows.values(), key=lambda row: row["id"])
-    _write_csv(destination / "manifest.csv", MANIFEST_FIELDS, ordered)
+    write_manifest(destination, ordered)
     previous_rejects = _read_rejected(destination)
     rejected = {name: reason for name, reason in previous_rejects}
     rejected.update(dict(report.rejected))

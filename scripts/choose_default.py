@@ -84,12 +84,6 @@ def rank(eligible: dict[str, dict]) -> list[str]:
                   reverse=True)
 
 
-def choose(eligible: dict[str, dict]) -> str | None:
-    """The rule's pick (see :func:`rank`), or None if no candidate passes the bar."""
-    ranking = rank(eligible)
-    return ranking[0] if ranking else None
-
-
 def confirm(ranking: list[str], results: dict, min_gain: float, aim_gain: float, aim_colour: float):
     """The first of ``ranking`` (best first, by validation) that the test sets confirm, and why each before it failed."""
     failed = []
@@ -170,7 +164,8 @@ def main() -> int:
         results["validation"][label] = _row(evaluate(colorizer, arguments.data, split="validation", **quiet))
         print(f"{label}: validation {results['validation'][label]}", flush=True)
     eligible = {label: row for label, row in results["validation"].items() if row["gain"] >= arguments.min_gain}
-    chosen = choose(eligible)
+    ranking = rank(eligible)
+    chosen = ranking[0] if ranking else None
     for label, colorizer in colorizers.items():
         if label in results["test"]:
             continue
@@ -178,7 +173,7 @@ def main() -> int:
         if arguments.other_test:
             results["other-test"][label] = _row(evaluate(colorizer, arguments.other_test, **quiet))
         print(f"{label}: test {results['test'][label]}", flush=True)
-    confirmed, failed = confirm(rank(eligible), results, arguments.min_gain, arguments.aim_gain, arguments.aim_colour)
+    confirmed, failed = confirm(ranking, results, arguments.min_gain, arguments.aim_gain, arguments.aim_colour)
 
     historic = []
     if arguments.historic:

@@ -1,6 +1,6 @@
 """scripts/choose_default.py: the rule picks on validation only, and --keep extends an earlier comparison."""
 
-import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +15,15 @@ from koala import data
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def script():
+    """scripts/choose_default.py as a module, for its rule functions."""
+    spec = importlib.util.spec_from_file_location("choose_default", ROOT / "scripts" / "choose_default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture()
 def split_set(prepared, tmp_path):
     """The prepared photos with 6 in validation and 6 in test, whatever their hashes say."""
@@ -23,10 +32,7 @@ def split_set(prepared, tmp_path):
     rows = data.read_manifest(folder)
     for index, row in enumerate(rows):
         row["split"] = "validation" if index < 6 else "test" if index < 12 else "train"
-    with open(folder / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=data.MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    data.write_manifest(folder, rows)
     return folder
 
 
@@ -64,25 +70,15 @@ def test_the_rule_picks_the_most_colourful_on_validation_and_keep_extends_the_co
     assert set(third["results"]["validation"]) == {f"{name} S=0.5"} and third["chosen"] == f"{name} S=0.5"
 
 
-def test_colour_counts_up_to_the_truths_and_beyond_it_accuracy_decides():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("choose_default", ROOT / "scripts" / "choose_default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_colour_counts_up_to_the_truths_and_beyond_it_accuracy_decides(script):
     rows = {"calm": {"colorfulness_ratio": 0.8, "psnr": 25.0}, "close": {"colorfulness_ratio": 0.97, "psnr": 24.0}}
-    assert module.choose(rows) == "close"
+    assert script.rank(rows)[0] == "close"
     rows |= {"vivid": {"colorfulness_ratio": 1.04, "psnr": 23.5}, "just": {"colorfulness_ratio": 1.01, "psnr": 23.9}}
-    assert module.choose(rows) == "just"  # both reach the truth: the more accurate one
-    assert module.choose({}) is None
+    assert script.rank(rows)[0] == "just"  # both reach the truth: the more accurate one
+    assert script.rank({}) == []
 
 
-def test_a_pick_the_test_sets_do_not_confirm_is_not_shipped():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("choose_default", ROOT / "scripts" / "choose_default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_a_pick_the_test_sets_do_not_confirm_is_not_shipped(script):
     validation = {"vivid": {"colorfulness_ratio": 1.04, "psnr": 23.5}, "close": {"colorfulness_ratio": 0.97, "psnr": 24.0},
                   "calm": {"colorfulness_ratio": 0.7, "psnr": 25.0}}
     results = {"validation": validation,
@@ -90,10 +86,10 @@ def test_a_pick_the_test_sets_do_not_confirm_is_not_shipped():
                "other-test": {"vivid": {"gain": 0.27, "colorfulness_ratio": 1.01},
                               "close": {"gain": 0.57, "colorfulness_ratio": 0.91},
                               "calm": {"gain": 1.3, "colorfulness_ratio": 0.69}}}
-    assert module.rank(validation) == ["vivid", "close", "calm"]
-    confirmed, failed = module.confirm(module.rank(validation), results, 0.3, 0.5, 0.6)
+    assert script.rank(validation) == ["vivid", "close", "calm"]
+    confirmed, failed = script.confirm(script.rank(validation), results, 0.3, 0.5, 0.6)
     assert confirmed == "close" and failed == [("vivid", "other test +0.27 dB < +0.50")]
     results["other-test"]["close"]["colorfulness_ratio"] = 0.5
-    confirmed, failed = module.confirm(module.rank(validation), results, 0.3, 0.5, 0.6)
+    confirmed, failed = script.confirm(script.rank(validation), results, 0.3, 0.5, 0.6)
     assert confirmed == "calm" and failed[1] == ("close", "other test colourfulness 0.50x < 0.60x")
-    assert module.confirm([], results, 0.3, 0.5, 0.6) == (None, [])
+    assert script.confirm([], results, 0.3, 0.5, 0.6) == (None, [])

@@ -78,15 +78,10 @@ def prepared_one_validation_photo(tmp_path_factory):
     prepared = folder / "prepared"
     data.prepare(folder / "photos", prepared, embedder=None, size=64, progress=False, log=lambda m: None)
     # the split comes from each photo's hash; set it here so that exactly one photo validates
-    import csv
-
     rows = data.read_manifest(prepared)
     for index, row in enumerate(rows):
         row["split"] = "validation" if index == 0 else "train"
-    with open(prepared / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=data.MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    data.write_manifest(prepared, rows)
     counts = {name: sum(row["split"] == name for row in data.read_manifest(prepared)) for name in data.SPLITS}
     assert counts == {"train": 10, "validation": 1, "test": 0}, counts
     return folder

@@ -139,11 +139,7 @@ def test_adding_photos_computes_only_theirs_and_gives_the_cache_a_fresh_run_woul
     for name in ("features-4", "features-8", "features-16", "ab"):
         np.testing.assert_allclose(np.load(folder / f"{name}.npy"), np.load(fresh_folder / f"{name}.npy"), atol=1e-3)
     # removing a photo needs no encoder at all
-    rows = data.read_manifest(grown)[1:]
-    with open(grown / "manifest.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=data.MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    data.write_manifest(grown, data.read_manifest(grown)[1:])
     messages.clear()
     feature_cache.update_features(grown, config, progress=False, log=messages.append)
     assert messages == [f"rewriting {folder} for the prepared set's 25 photos, all copied from the previous cache"]
