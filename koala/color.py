@@ -251,16 +251,27 @@ def _upsample_rows_table(plane: np.ndarray, width: int, scale: float) -> tuple[n
     return rows, steps
 
 
-def _join(height: int, width: int, fy_band, ab_norm: np.ndarray) -> np.ndarray:
+def _join(height: int, width: int, fy_band, ab_norm: np.ndarray, slope: np.ndarray | None = None) -> np.ndarray:
     """The Lab -> 8-bit sRGB join, band by band: ``fy_band(top, bottom)`` gives those rows' (L* + 16) / 116.
 
     The predicted ab (h, w, 2) is upsampled to (H, W) bilinearly as part of each band (the same values
-    as :func:`resize_channels`), so no full-size float plane is ever allocated.
+    as :func:`resize_channels`), so no full-size float plane is ever allocated. With ``slope`` (h, w, 2),
+    ``ab_norm`` is an offset and each pixel's ab is ``offset + slope × fy`` (both upsampled): the colour
+    follows the full-resolution lightness (:func:`edge_aware_ab`).
     """
     ab_norm = np.asarray(ab_norm, dtype=np.float32)
     # f(X/Xn) = f(Y/Yn) + a/500, f(Z/Zn) = f(Y/Yn) - b/200, with a, b = ab_norm × AB_SCALE
     a_rows, a_steps = _upsample_rows_table(ab_norm[..., 0], width, AB_SCALE / 500.0)
     b_rows, b_steps = _upsample_rows_table(ab_norm[..., 1], width, -AB_SCALE / 200.0)
+    if slope is not None:
+        slope = np.asarray(slope, dtype=np.float32)
+        if slope.shape != ab_norm.shape:
+            raise ValueError(f"slope {slope.shape} and ab {ab_norm.shape} differ in shape")
+        # fx = fy + s·(offset + slope·fy) = fy·(1 + s·slope) + s·offset: the tables hold 1 + s·slope
+        a_slope_rows, a_slope_steps = _upsample_rows_table(slope[..., 0], width, AB_SCALE / 500.0)
+        b_slope_rows, b_slope_steps = _upsample_rows_table(slope[..., 1], width, -AB_SCALE / 200.0)
+        a_slope_rows += 1.0
+        b_slope_rows += 1.0
     first_row, row_weight = _bilinear_taps(ab_norm.shape[0], height)
     out = np.empty((height, width, 3), dtype=np.uint8)
     # linear sRGB scaled to the look-up table's index range
@@ -277,14 +288,27 @@ def _join(height: int, width: int, fy_band, ab_norm: np.ndarray) -> np.ndarray:
     def band(top: int, bottom: int) -> None:
         rows, weights = first_row[top:bottom], row_weight[top:bottom, None]
         fy = fy_band(top, bottom)
-        fx = np.take(a_steps, rows, axis=0)
-        fx *= weights
-        fx += np.take(a_rows, rows, axis=0)
-        fx += fy
-        fz = np.take(b_steps, rows, axis=0)
-        fz *= weights
-        fz += np.take(b_rows, rows, axis=0)
-        fz += fy
+
+        def channel_f(offset_rows, offset_steps, slope_rows, slope_steps):
+            f = np.take(offset_steps, rows, axis=0)
+            f *= weights
+            f += np.take(offset_rows, rows, axis=0)
+            if slope_rows is None:
+                f += fy
+                return f
+            gain = np.take(slope_steps, rows, axis=0)
+            gain *= weights
+            gain += np.take(slope_rows, rows, axis=0)
+            gain *= fy
+            f += gain
+            return f
+
+        if slope is None:
+            fx = channel_f(a_rows, a_steps, None, None)
+            fz = channel_f(b_rows, b_steps, None, None)
+        else:
+            fx = channel_f(a_rows, a_steps, a_slope_rows, a_slope_steps)
+            fz = channel_f(b_rows, b_steps, b_slope_rows, b_slope_steps)
         np.maximum(fz, 0.0, out=fz)
         x, y, z = f_inverse(fx), f_inverse(fy), f_inverse(fz)
         for channel in range(3):
@@ -299,11 +323,13 @@ def _join(height: int, width: int, fy_band, ab_norm: np.ndarray) -> np.ndarray:
     return out
 
 
-def join_lightness_ab(lightness: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
+def join_lightness_ab(lightness: np.ndarray, ab_norm: np.ndarray, slope: np.ndarray | None = None) -> np.ndarray:
     """Join a full-resolution L* (H, W) with a low-resolution predicted ab (h, w, 2) into uint8 sRGB.
 
     The ab channels are upsampled (bilinear) to (H, W); the photo's own lightness is kept, so the output
-    has the input's full detail and the colour carries only the network's low-resolution guess.
+    has the input's full detail and the colour carries only the network's low-resolution guess. With
+    ``slope`` (from :func:`edge_aware_ab`), ``ab_norm`` is the offset of a local linear model of ab in
+    the lightness, and the colour's edges follow the photo's.
     """
     height, width = lightness.shape[:2]
     lightness = np.asarray(lightness, dtype=np.float32).reshape(height, width)
@@ -313,17 +339,62 @@ def join_lightness_ab(lightness: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
         fy *= 1.0 / 116.0
         return fy
 
-    return _join(height, width, fy_band, ab_norm)
+    return _join(height, width, fy_band, ab_norm, slope)
 
 
-def join_grey_ab(grey: np.ndarray, ab_norm: np.ndarray) -> np.ndarray:
+def join_grey_ab(grey: np.ndarray, ab_norm: np.ndarray, slope: np.ndarray | None = None) -> np.ndarray:
     """:func:`join_lightness_ab` for a uint8 grey photo (H, W): its L* is the grey level's, by look-up."""
     grey = np.asarray(grey)
     if grey.dtype != np.uint8:
         raise ValueError(f"expected a uint8 grey image, got dtype {grey.dtype}")
     height, width = grey.shape[:2]
     grey = grey.reshape(height, width)
-    return _join(height, width, lambda top, bottom: np.take(_FY_FROM_GREY_LUT, grey[top:bottom]), ab_norm)
+    return _join(height, width, lambda top, bottom: np.take(_FY_FROM_GREY_LUT, grey[top:bottom]), ab_norm, slope)
+
+
+def _box_mean(planes: np.ndarray, radius: int) -> np.ndarray:
+    """The mean over the (2 radius + 1)² window around each pixel of (h, w, C) planes, edges reflected."""
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(planes, size=(2 * radius + 1, 2 * radius + 1, 1), mode="reflect")
+
+
+def edge_aware_ab(
+    lightness: np.ndarray, ab_norm: np.ndarray, radius: int, epsilon: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A low-resolution ab as a local linear function of the lightness, so that enlarging it follows the
+    photo's edges instead of smearing colour across them (the halos of a plain bilinear enlargement).
+
+    The guided filter (He, Sun & Tang 2013) with the lightness as the guide, computed at the network's size
+    and applied at any size, as in He & Sun's fast guided filter (2015): in each (2 radius + 1)² window
+    ab ≈ slope · fy + offset is fitted by least squares (fy = (L* + 16) / 116, the join's own lightness
+    term), with ``epsilon`` keeping the slope small where the lightness is flat (there the colour is just
+    smoothed); the coefficients are averaged over the windows. The join then evaluates them with the
+    full-resolution lightness: ``join_lightness_ab(L, offset, slope)``.
+
+    Args:
+        lightness: L* (h, w), 0..100, at the size of ``ab_norm`` (the network's input).
+        ab_norm: predicted ab (h, w, 2), normalised.
+        radius: window radius in pixels of ``ab_norm``.
+        epsilon: regularisation, in units of fy² (fy spans about 0.14-1): larger keeps the colour smoother.
+
+    Returns:
+        (offset, slope), each (h, w, 2) float32.
+    """
+    if radius < 1 or epsilon <= 0:
+        raise ValueError(f"radius must be at least 1 and epsilon above 0, got {radius} and {epsilon}")
+    lightness = np.asarray(lightness, dtype=np.float32)
+    ab_norm = np.asarray(ab_norm, dtype=np.float32)
+    if lightness.shape != ab_norm.shape[:2]:
+        raise ValueError(f"lightness {lightness.shape} and ab {ab_norm.shape[:2]} differ in size")
+    guide = ((lightness + 16.0) / 116.0)[..., None]
+    means = _box_mean(np.concatenate([guide, guide * guide, ab_norm, guide * ab_norm], axis=-1), radius)
+    mean_guide, mean_square, mean_ab, mean_product = means[..., :1], means[..., 1:2], means[..., 2:4], means[..., 4:6]
+    variance = np.maximum(mean_square - mean_guide * mean_guide, 0.0)
+    slope = (mean_product - mean_guide * mean_ab) / (variance + np.float32(epsilon))
+    offset = mean_ab - slope * mean_guide
+    averaged = _box_mean(np.concatenate([offset, slope], axis=-1), radius)
+    return np.ascontiguousarray(averaged[..., :2]), np.ascontiguousarray(averaged[..., 2:])
 
 
 def grey_to_rgb(lightness: np.ndarray) -> np.ndarray:

@@ -47,6 +47,9 @@ class Colorizer:
         chroma_scale: multiplies the predicted a*b* (default: the model's config, 1.0 unless chosen otherwise).
         temperature: for classification models, the annealed-mean temperature (lower is more vivid);
             default: the model's config.
+        edge_radius, edge_epsilon: how the predicted colour is enlarged to the photo's size (0: bilinear;
+            above 0: following the photo's edges, see :func:`koala.color.edge_aware_ab`); default: the
+            model's config.
 
     Example::
 
@@ -60,6 +63,8 @@ class Colorizer:
         embedder_weights: str | None = None,
         temperature: float | None = None,
         chroma_scale: float | None = None,
+        edge_radius: int | None = None,
+        edge_epsilon: float | None = None,
     ):
         from koala.train import load_head
 
@@ -72,6 +77,11 @@ class Colorizer:
         self.chroma_scale = self.config.chroma_scale if chroma_scale is None else chroma_scale
         if not 0 <= self.chroma_scale <= CHROMA_SCALE_MAX:
             raise ValueError(f"chroma_scale must be between 0 and {CHROMA_SCALE_MAX:g}, got {self.chroma_scale}")
+        self.edge_radius = self.config.edge_radius if edge_radius is None else edge_radius
+        self.edge_epsilon = self.config.edge_epsilon if edge_epsilon is None else edge_epsilon
+        if self.edge_radius < 0 or (self.edge_radius and self.edge_epsilon <= 0):
+            raise ValueError(f"edge_radius must be 0 or more and edge_epsilon above 0, got {self.edge_radius} "
+                             f"and {self.edge_epsilon}")
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder
@@ -96,11 +106,18 @@ class Colorizer:
         output = self.network_output(lightness)
         return ab_from_output(output, self.config, lightness.shape[1:3], self.temperature, self.chroma_scale)
 
+    def colour_planes(self, small_lightness: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """What the joins take for one photo: the predicted ab (size, size, 2) and no slope, or, with
+        ``edge_radius``, the offset and slope of ab as a function of lightness (:func:`color.edge_aware_ab`)."""
+        if not self.edge_radius:
+            return ab, None
+        return color.edge_aware_ab(small_lightness, ab, self.edge_radius, self.edge_epsilon)
+
     def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:
         """Colour one L* image (H, W) of any size; returns uint8 sRGB (H, W, 3)."""
         small = _resize_lightness(lightness, self.size)
         ab = self.predict_ab(small[None])[0]
-        return color.join_lightness_ab(lightness, ab)
+        return color.join_lightness_ab(lightness, *self.colour_planes(small, ab))
 
     def colorize(self, image) -> np.ndarray:
         """Colour a photo: a path, bytes, a PIL image, or a uint8 array (H, W), (H, W, 1) or (H, W, 3).
@@ -121,7 +138,7 @@ class Colorizer:
             return []
         small = np.stack([color.rgb_to_lightness(images.resize_exact(array, self.size)) for array in arrays])
         ab = self.predict_ab(small)
-        return [_join(array, ab[index]) for index, array in enumerate(arrays)]
+        return [_join(array, *self.colour_planes(small[index], ab[index])) for index, array in enumerate(arrays)]
 
     def colorize_file(
         self, source: str | os.PathLike, output: str | os.PathLike, quality: int = 95, reencode: bool = False
@@ -175,7 +192,7 @@ class Colorizer:
             small = np.ascontiguousarray(small[..., 0])
         lightness = color.rgb_to_lightness(images.resize_exact(small, self.size))
         ab = self.predict_ab(lightness[None])[0]
-        cb, cr = jpeg_luma.chroma_small(small, ab)
+        cb, cr = jpeg_luma.chroma_small(small, *self.colour_planes(lightness, ab))
         return jpeg_luma.colour_jpeg(grey, cb, cr, quality)
 
     def colorize_files(
@@ -292,10 +309,10 @@ def _resize_lightness(lightness: np.ndarray, size: int) -> np.ndarray:
     return color.resize_channels(lightness[..., None].astype(np.float32), (size, size))[..., 0]
 
 
-def _join(array: np.ndarray, ab: np.ndarray) -> np.ndarray:
+def _join(array: np.ndarray, ab: np.ndarray, slope: np.ndarray | None = None) -> np.ndarray:
     if array.ndim == 2:
-        return color.join_grey_ab(array, ab)
-    return color.join_lightness_ab(color.rgb_to_lightness(array), ab)
+        return color.join_grey_ab(array, ab, slope)
+    return color.join_lightness_ab(color.rgb_to_lightness(array), ab, slope)
 
 
 def to_grey_or_rgb_array(image) -> np.ndarray:

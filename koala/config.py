@@ -34,6 +34,12 @@ class ColorizerConfig:
     chroma_scale: float = 1.0
     """Colouring: the predicted a*b* are multiplied by this (below 1: calmer colour where the model is unsure;
     chosen on validation photos, like the temperature)."""
+    edge_radius: int = 0
+    """Colouring: 0 enlarges the predicted a*b* bilinearly; above 0, as a local linear function of the photo's
+    lightness (a guided filter with this window radius at the network's size), so colour edges follow the
+    photo's edges (:func:`koala.color.edge_aware_ab`)."""
+    edge_epsilon: float = 1e-3
+    """Colouring, with ``edge_radius``: the guided filter's regularisation (larger: smoother colour)."""
     image_size: int = 256
     # training
     rebalance: float = 0.5

@@ -250,21 +250,24 @@ def _finish(scorer: _Scorer, **fields) -> EvaluationResult:
 
 # --- the data --------------------------------------------------------------------------------------
 def evaluation_images(
-    data: str | os.PathLike, split: str = "test", size: int = color.IMAGE_SIZE, log=print
+    data: str | os.PathLike, split: str = "test", size: int = color.IMAGE_SIZE, log=print, full_size: bool = False
 ) -> tuple[Iterator[tuple[str, np.ndarray]], str | None]:
-    """The (name, uint8 RGB size × size) images to evaluate, and the split used (None for a plain folder).
+    """The (name, uint8 RGB) images to evaluate, and the split used (None for a plain folder).
 
-    A folder with a ``manifest.csv`` is a prepared set: its ``split`` images are used as they are. Any
-    other folder (or a single photo) is prepared on the fly, in memory: each photo is read upright,
-    resized and centre-cropped to ``size``. Unreadable and grey or single-tone photos are skipped with a
-    one-line message (the latter would only flatter the grey baseline; ``koala prepare`` leaves them out
-    too).
+    A folder with a ``manifest.csv`` is a prepared set: its ``split`` images (size × size) are used as they
+    are. Any other folder (or a single photo) is read photo by photo: upright, and resized and centre-cropped
+    to ``size``, or with ``full_size`` kept at its own size (what a user of ``koala colorize`` gets).
+    Unreadable and grey or single-tone photos are skipped with a one-line message (the latter would only
+    flatter the grey baseline; ``koala prepare`` leaves them out too).
     """
     from koala import data as prepared_data
 
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such file or folder")
+    if full_size and (data / "manifest.csv").exists():
+        raise ValueError(f"{data}: a prepared set holds {size}-px copies, not photos at their own size; "
+                         "give the folder of the original photos")
     if (data / "manifest.csv").exists():
         rows = prepared_data.read_manifest(data)
         chosen = [row for row in rows if row["split"] == split]
@@ -293,11 +296,15 @@ def evaluation_images(
         for path, relative in files:
             name = str(relative) if data.is_dir() else path.name
             try:
-                rgb = images.resize_and_crop(images.read_image(path, shrink_to=2 * size), size)
+                if full_size:
+                    rgb = images.read_image(path)
+                    square = images.resize_and_crop(rgb, size)
+                else:
+                    rgb = square = images.resize_and_crop(images.read_image(path, shrink_to=2 * size), size)
             except images.ImageError as error:
                 log(f"skipped: {name}: {error.reason}")
                 continue
-            reason = prepared_data.monochrome_reason(rgb)
+            reason = prepared_data.monochrome_reason(square)
             if reason:
                 log(f"skipped: {name}: {reason}")
                 continue
@@ -320,7 +327,7 @@ def predict(colorizer, truth: list[np.ndarray]) -> list[np.ndarray]:
     size = colorizer.size
     if not truth:
         return []
-    if any(image.shape[:2] != (size, size) for image in truth):
+    if any(image.shape[:2] != (size, size) for image in truth) or getattr(colorizer, "edge_radius", 0):
         return colorizer.colorize_batch(truth)
     lightness = np.stack([color.rgb_to_lightness(image) for image in truth])
     ab = colorizer.predict_ab(lightness)
@@ -338,10 +345,16 @@ def evaluate(
     figure_limit: int = FIGURE_LIMIT,
     batch_size: int = BATCH_SIZE,
     embedder_weights: str | None = None,
+    full_size: bool = False,
+    chroma_scale: float | None = None,
     progress: bool = True,
     log=print,
 ) -> EvaluationResult:
     """Evaluate a colouriser against the grey baseline on a prepared set's split or a folder of colour photos.
+
+    With ``full_size`` a folder's photos are scored at their own size, coloured exactly as ``koala colorize``
+    colours them (colour predicted at the network's size, enlarged and joined with the photo's full-resolution
+    lightness): the figures a user of the command would see. Without it every image is a 256-px square.
 
     Args:
         model_or_colorizer: a model folder, or a loaded :class:`koala.colorize.Colorizer`.
@@ -353,6 +366,8 @@ def evaluate(
         figure_limit: three-panel figures for the first this-many images.
         batch_size: images predicted at once.
         embedder_weights: override a fusion model's embedder weights (as for ``koala colorize``).
+        full_size: score a folder's photos at their own size (not for a prepared set).
+        chroma_scale: override the model's chroma scale (only when a model folder is given).
 
     Returns:
         An :class:`EvaluationResult`.
@@ -368,7 +383,9 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     if isinstance(model_or_colorizer, (str, os.PathLike)):
-        colorizer = Colorizer(model_or_colorizer, embedder_weights=embedder_weights)
+        colorizer = Colorizer(model_or_colorizer, embedder_weights=embedder_weights, chroma_scale=chroma_scale)
+    elif chroma_scale is not None:
+        raise ValueError("chroma_scale is for a model folder; a loaded Colorizer keeps its own (Colorizer(chroma_scale=...))")
     else:
         colorizer = model_or_colorizer
     model_label = str(getattr(colorizer, "model_path", "") or type(colorizer).__name__)
@@ -378,7 +395,8 @@ def evaluate(
         skipped.append(message.removeprefix("skipped: "))
         log(message)
 
-    items, used_split = evaluation_images(data, split, size=getattr(colorizer, "size", color.IMAGE_SIZE), log=note)
+    items, used_split = evaluation_images(data, split, size=getattr(colorizer, "size", color.IMAGE_SIZE), log=note,
+                                          full_size=full_size)
     if limit is not None:
         items = itertools.islice(items, limit)
     report_path = Path(report_dir) if report_dir is not None else None

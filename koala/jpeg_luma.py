@@ -235,12 +235,15 @@ def _exif_orientation(tiff: bytes) -> int:
     return 0
 
 
-def chroma_small(grey_small: np.ndarray, ab_norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def chroma_small(
+    grey_small: np.ndarray, ab_norm: np.ndarray, slope: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cb and Cr (uint8) at the size of ``grey_small``, a reduced copy of the photo, for the predicted ab
-    (normalised, any size): the colour joined in Lab there (L* from the grey levels, as the ordinary
-    path does at full size) and converted to JFIF Y'CbCr. :func:`colour_jpeg` enlarges them."""
+    (normalised, any size; with ``slope``, the offset and slope of :func:`koala.color.edge_aware_ab`): the
+    colour joined in Lab there (L* from the grey levels, as the ordinary path does at full size) and
+    converted to JFIF Y'CbCr. :func:`colour_jpeg` enlarges them."""
     small_height, small_width = grey_small.shape[:2]
-    rgb = color.join_grey_ab(grey_small.reshape(small_height, small_width), ab_norm).astype(np.float32)
+    rgb = color.join_grey_ab(grey_small.reshape(small_height, small_width), ab_norm, slope).astype(np.float32)
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     cb = 128.0 - 0.168736 * red - 0.331264 * green + 0.5 * blue
     cr = 128.0 + 0.5 * red - 0.418688 * green - 0.081312 * blue

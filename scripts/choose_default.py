@@ -1,23 +1,27 @@
-"""Choose the default model by the rule, on validation photos; confirm it on two test sets; show WWII photos.
+"""Choose the default model and its colouring settings on photos from other collections, at their own size.
 
-    python scripts/choose_default.py runs/a runs/a@S=0.8 runs/b@T=0.38 runs/b@T=0.6 models/default \
-        --data ~/.cache/koala-data/main --other-test ../shared/data/photos \
-        --historic ../shared/data/historic --out models/comparison-unet
+    python scripts/choose_default.py models/default@S=1 models/default@S=1.3 runs/broad@S=1,R=4 ... \
+        --choose ~/.cache/koala-eval/choose/mit1003 \
+        --confirm ~/.cache/koala-eval/test/crowd ~/.cache/koala-eval/test/sun ../shared/data/photos \
+        --historic ../shared/data/historic --out models/comparison-full
 
-A candidate is a model folder, with ``@T=0.5`` for a classification model's annealed-mean temperature or
-``@S=0.8`` for a chroma scale (``ColorizerConfig.chroma_scale``). The rule:
-among the candidates whose PSNR beats the grey baseline by at least ``--min-gain`` dB on the validation split,
-the most colourful (mean colourfulness over the truth's), counted up to the truth's: colour beyond what the true
-photos have is not more believable colour, so among the candidates that reach the truth's colourfulness the most
-accurate (highest validation PSNR) is chosen. Test sets are scored for every candidate but never used to rank.
-The pick is then confirmed on them: at least ``--min-gain`` over grey on the test split, and on ``--other-test``
-the issue's aim (``--aim-gain`` dB and ``--aim-colour`` x the truth's colourfulness). A pick that fails is not
-shipped; the next candidate in the validation ranking is tried. Writes ``candidates.md`` (validation, test and
-other-source test tables, the choice, and the
-hue shares on the WWII photos), ``historic.png`` and ``test-photos.png``, and ``results.json`` (a later run with
-more candidates reuses the scores of those already in it). With ``--keep``, the candidates scored by earlier runs
-into the same ``--out`` stay in the tables and in the choice, so a new model can be added to a comparison
-without scoring every earlier one again; the figures show only the candidates named in this run.
+A candidate is a model folder with optional colouring settings after ``@``, comma-separated: ``S=`` chroma scale,
+``T=`` classification temperature, ``R=`` edge radius and ``E=`` edge epsilon (``ColorizerConfig``; ``R=0`` enlarges
+the colour bilinearly). Every photo is coloured at its own size exactly as ``koala colorize`` colours it (colour
+predicted at the network's size, enlarged, joined with the photo's full-resolution lightness) and scored against
+its true colours beside the grey baseline (the same lightness, no colour). The network runs once per photo and
+model, whatever the number of settings.
+
+The rule, on the ``--choose`` photos only: among the candidates at least ``--min-gain`` dB over grey on average
+and better than grey on at least ``--min-share`` of the photos, the most colourful (mean colourfulness over the
+truth's), counted up to the truth's, ties going to the higher PSNR; if none passes, the most accurate among those
+at least ``--min-colour`` x as colourful as the truth. The pick is then scored once on each ``--confirm`` folder
+(never used to choose) against the same three bars, with SSIM. The validation split of the training sources is
+for losses and early stopping only: it chooses nothing here.
+
+Writes ``candidates.md`` (the choosing table, the pick, the confirmation and the hue shares on the WWII
+photos), ``results.json`` (a later run reuses the scores of candidates already in it; ``--keep`` also keeps
+earlier candidates that are not named again in the tables and the rule) and ``historic.png``.
 """
 
 from __future__ import annotations
@@ -25,32 +29,37 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _candidate(text: str):
-    """MODEL, MODEL@T=0.5 (classification temperature) or MODEL@S=0.8 (chroma scale); MODEL@0.5 is a temperature."""
-    path, _, setting = text.partition("@")
-    name, _, value = setting.rpartition("=")
-    if not setting:
-        return path, {}
-    return path, {"chroma_scale" if name == "S" else "temperature": float(value)}
+SETTINGS = {"S": "chroma_scale", "T": "temperature", "R": "edge_radius", "E": "edge_epsilon"}
 
 
-def _label(path: str, setting: dict) -> str:
-    name = Path(path).name
-    for key, short in (("temperature", "T"), ("chroma_scale", "S")):
-        if key in setting:
-            name += f" {short}={setting[key]:g}"
-    return name
+def parse_candidate(text: str) -> tuple[str, dict]:
+    """``MODEL`` or ``MODEL@S=1.2,R=4`` into (model folder, Colorizer keyword arguments)."""
+    path, _, settings = text.partition("@")
+    options = {}
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        if key not in SETTINGS or not value:
+            raise SystemExit(f"{text}: unknown setting {item!r} (use {', '.join(f'{key}=' for key in SETTINGS)})")
+        options[SETTINGS[key]] = int(value) if key == "R" else float(value)
+    return path, options
 
 
-def _make_caching_colorizer():
-    """A Colorizer that remembers the network's raw output per input batch, so that scoring one model at
-    several temperatures or chroma scales runs the network once."""
+def label(path: str, options: dict) -> str:
+    """A candidate's name in the tables: the model folder's name and its settings."""
+    short = {name: key for key, name in SETTINGS.items()}
+    settings = ",".join(f"{short[name]}={value:g}" for name, value in options.items())
+    return f"{Path(path).name} {settings}".strip()
+
+
+def _caching_colorizer_class():
+    """A Colorizer that remembers the network's raw output per input batch, so that scoring one model with
+    several settings runs the network once."""
     import numpy as np
 
     from koala.colorize import Colorizer
@@ -67,168 +76,190 @@ def _make_caching_colorizer():
     return CachingColorizer
 
 
-def _row(result) -> dict:
-    summary = result.summary_dict()
-    model, grey = summary["model"], summary["grey baseline"]
-    return {
-        "psnr": model["psnr"], "grey_psnr": grey["psnr"], "gain": model["psnr"] - grey["psnr"],
-        "ssim": model["ssim"], "grey_ssim": grey["ssim"], "auc": model["auc"], "grey_auc": grey["auc"],
-        "colorfulness_ratio": model["colorfulness_ratio"], "wins": result.wins, "count": len(result.images),
-    }
+def score_folder(colorizers: dict, folder: str, *, ssim: bool = False, limit: int | None = None,
+                 batch_size: int = 8, log=print) -> dict[str, dict]:
+    """Score every colouriser on the colour photos of ``folder`` at their own size: one row per label with the
+    mean PSNR gain over grey, the photos better than grey, the colourfulness ratio and (with ``ssim``) SSIM."""
+    import itertools
+
+    import numpy as np
+
+    from koala import metrics
+    from koala.evaluate import evaluation_images
+
+    items, _ = evaluation_images(folder, full_size=True, log=lambda message: log(f"{folder}: {message}"))
+    if limit:
+        items = itertools.islice(items, limit)
+    sums = {name: {"gain": [], "psnr": [], "colour": [], "ssim": []} for name in colorizers}
+    grey_psnr, grey_ssim, true_colour = [], [], []
+    while batch := list(itertools.islice(items, batch_size)):
+        truth = [rgb for _, rgb in batch]
+        greys = [metrics.grey_baseline(rgb) for rgb in truth]
+        grey_scores = [metrics.psnr(grey, rgb) for grey, rgb in zip(greys, truth)]
+        grey_psnr += grey_scores
+        true_colour += [metrics.colorfulness(rgb) for rgb in truth]
+        if ssim:
+            grey_ssim += [metrics.ssim(grey, rgb) for grey, rgb in zip(greys, truth)]
+        for name, colorizer in colorizers.items():
+            for output, rgb, grey_score in zip(colorizer.colorize_batch(truth), truth, grey_scores):
+                score = metrics.psnr(output, rgb)
+                sums[name]["psnr"].append(score)
+                sums[name]["gain"].append(score - grey_score)
+                sums[name]["colour"].append(metrics.colorfulness(output))
+                if ssim:
+                    sums[name]["ssim"].append(metrics.ssim(output, rgb))
+    rows = {}
+    for name, values in sums.items():
+        gains = np.array(values["gain"], dtype=np.float64)
+        rows[name] = {
+            "psnr": float(np.mean(values["psnr"])), "grey_psnr": float(np.mean(grey_psnr)),
+            "gain": float(gains.mean()), "gain_se": float(gains.std(ddof=1) / math.sqrt(len(gains))),
+            "wins": int((gains > 0).sum()), "count": len(gains),
+            "colorfulness_ratio": float(np.mean(values["colour"]) / np.mean(true_colour)),
+            "ssim": float(np.mean(values["ssim"])) if ssim else None,
+            "grey_ssim": float(np.mean(grey_ssim)) if ssim else None,
+        }
+    return rows
 
 
-def rank(eligible: dict[str, dict]) -> list[str]:
-    """Validation rows that pass the PSNR bar, best first by the rule: the highest colourfulness ratio, capped at 1
-    (the truth's); ties at the cap go to the higher PSNR."""
-    return sorted(eligible, key=lambda label: (min(eligible[label]["colorfulness_ratio"], 1.0), eligible[label]["psnr"]),
-                  reverse=True)
+def passes(row: dict, min_gain: float, min_share: float, min_colour: float | None = None) -> bool:
+    """Whether a row clears the bars: mean gain, share of photos better than grey, and (if given) colour."""
+    ok = row["gain"] >= min_gain and row["wins"] >= min_share * row["count"]
+    return ok and (min_colour is None or row["colorfulness_ratio"] >= min_colour)
 
 
-def confirm(ranking: list[str], results: dict, min_gain: float, aim_gain: float, aim_colour: float):
-    """The first of ``ranking`` (best first, by validation) that the test sets confirm, and why each before it failed."""
-    failed = []
-    for label in ranking:
-        reasons = []
-        test = results["test"].get(label)
-        if test is not None and test["gain"] < min_gain:
-            reasons.append(f"test {test['gain']:+.2f} dB < {min_gain:+.2f}")
-        other = results["other-test"].get(label)
-        if other is not None and other["gain"] < aim_gain:
-            reasons.append(f"other test {other['gain']:+.2f} dB < {aim_gain:+.2f}")
-        if other is not None and other["colorfulness_ratio"] < aim_colour:
-            reasons.append(f"other test colourfulness {other['colorfulness_ratio']:.2f}x < {aim_colour:.2f}x")
-        if not reasons:
-            return label, failed
-        failed.append((label, "; ".join(reasons)))
-    return None, failed
+def rank(rows: dict[str, dict], min_gain: float = 0.5, min_share: float = 0.6, min_colour: float = 0.6):
+    """The candidates in the rule's order, best first, and which branch of the rule ordered them.
+
+    Those at least ``min_gain`` dB over grey and better than grey on ``min_share`` of the photos, by colourfulness
+    capped at the truth's (ties at the cap: the higher PSNR); if there are none, those at least ``min_colour`` x
+    as colourful as the truth, by PSNR gain."""
+    accurate = [name for name, row in rows.items() if passes(row, min_gain, min_share)]
+    if accurate:
+        return sorted(accurate, key=lambda name: (min(rows[name]["colorfulness_ratio"], 1.0), rows[name]["psnr"]),
+                      reverse=True), "accurate enough: the most colourful"
+    colourful = [name for name, row in rows.items() if row["colorfulness_ratio"] >= min_colour]
+    return (sorted(colourful, key=lambda name: rows[name]["gain"], reverse=True),
+            "none accurate enough: the most accurate of those colourful enough")
 
 
 def _table(title: str, rows: dict[str, dict]) -> list[str]:
-    lines = [f"### {title}", "", "| model | PSNR (dB) | gain over grey | SSIM | colourfulness × truth | AuC | better than grey |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [f"### {title}", "", "| candidate | PSNR (dB) | gain over grey | better than grey | colourfulness × truth | SSIM |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     any_row = next(iter(rows.values()))
-    lines.append(f"| grey baseline | {any_row['grey_psnr']:.2f} | 0 | {any_row['grey_ssim']:.4f} | 0.00 | "
-                 f"{any_row['grey_auc']:.4f} | |")
-    for label, row in rows.items():
-        lines.append(f"| {label} | {row['psnr']:.2f} | {row['gain']:+.2f} | {row['ssim']:.4f} | "
-                     f"{row['colorfulness_ratio']:.2f} | {row['auc']:.4f} | "
-                     f"{row['wins']}/{row['count']} ({100 * row['wins'] / row['count']:.0f} %) |")
+    grey_ssim = f"{any_row['grey_ssim']:.4f}" if any_row.get("grey_ssim") is not None else ""
+    lines.append(f"| grey baseline | {any_row['grey_psnr']:.2f} | 0 | | 0.00 | {grey_ssim} |")
+    for name, row in rows.items():
+        ssim = f"{row['ssim']:.4f}" if row.get("ssim") is not None else ""
+        lines.append(f"| {name} | {row['psnr']:.2f} | {row['gain']:+.2f} ± {row['gain_se']:.2f} | "
+                     f"{row['wins']}/{row['count']} ({100 * row['wins'] / row['count']:.0f} %) | "
+                     f"{row['colorfulness_ratio']:.2f} | {ssim} |")
     return lines + [""]
+
+
+def hue_row(coloured: list) -> dict:
+    """The mean hue shares (koala.metrics.hue_shares) of colourised photos that have no truth."""
+    import numpy as np
+
+    from koala import metrics
+
+    shares = [metrics.hue_shares(image) for image in coloured]
+    return {
+        "mean_chroma": float(np.mean([item.mean_chroma for item in shares])),
+        "bluish": float(np.mean([item.bluish for item in shares])),
+        "greenish": float(np.mean([item.greenish for item in shares])),
+        "warm": float(np.mean([item.warm for item in shares])),
+        "mean_ab": [float(np.mean([item.mean_ab[k] for item in shares])) for k in (0, 1)],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("candidates", nargs="+", help="model folders, MODEL@T for a classification temperature")
-    parser.add_argument("--data", required=True, help="prepared set: its validation split chooses, its test split confirms")
-    parser.add_argument("--other-test", default=None, help="a folder of colour photos from another source (test only)")
+    parser.add_argument("candidates", nargs="+", help="MODEL or MODEL@S=1.2,R=4 (see above)")
+    parser.add_argument("--choose", required=True, help="folder of colour photos from other collections: it chooses")
+    parser.add_argument("--confirm", nargs="*", default=[], help="folders of colour photos that confirm the pick")
     parser.add_argument("--historic", default=None, help="folder of real black-and-white photos (no truth: for looking)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--min-gain", type=float, default=0.3, help="validation PSNR gain over grey a candidate needs")
-    parser.add_argument("--photos", type=int, default=6, help="test photos in the figure")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N photos of each set (a quick check)")
-    parser.add_argument("--aim-gain", type=float, default=0.5, help="PSNR gain over grey the pick needs on --other-test")
-    parser.add_argument("--aim-colour", type=float, default=0.6, help="colourfulness x truth the pick needs on --other-test")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the candidates of earlier runs into --out in the tables and the choice")
+    parser.add_argument("--min-gain", type=float, default=0.5, help="mean PSNR gain over grey (dB) a candidate needs")
+    parser.add_argument("--min-share", type=float, default=0.6, help="share of photos it must colour better than grey")
+    parser.add_argument("--min-colour", type=float, default=0.6, help="colourfulness x truth's, in the fallback")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N photos of each folder")
+    parser.add_argument("--keep", action="store_true", help="keep earlier candidates of --out in the tables and the rule")
+    parser.add_argument("--no-confirm", action="store_true", help="choose only (a sweep); confirm in a later run")
     arguments = parser.parse_args()
 
-    import numpy as np
-
-    from koala import color, images, metrics
-    from koala.evaluate import evaluate, evaluation_images, predict
-    from koala.plots import picture_columns, save_figure
+    from koala import images
 
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    caching_colorizer = _make_caching_colorizer()
-    candidates = [_candidate(text) for text in arguments.candidates]
+    colorizer_class = _caching_colorizer_class()
     colorizers = {}
-    for path, setting in candidates:
-        colorizers[_label(path, setting)] = caching_colorizer(path, **setting)
+    for text in arguments.candidates:
+        path, options = parse_candidate(text)
+        colorizers[label(path, options)] = colorizer_class(path, **options)
 
-    quiet = dict(progress=False, log=lambda message: None, limit=arguments.limit)
-    results: dict[str, dict[str, dict]] = {"validation": {}, "test": {}, "other-test": {}}
-    previous, previous_hues = {}, {}
-    if (out / "results.json").exists():  # scores of candidates already measured (same data) are reused
-        saved = json.loads((out / "results.json").read_text())
-        previous, previous_hues = saved["results"], saved.get("historic", {})
-    if arguments.keep:
-        for part in results:
-            results[part].update({label: row for label, row in previous.get(part, {}).items() if label not in colorizers})
-    for label, colorizer in colorizers.items():
-        if label in previous.get("validation", {}):
-            for part in results:
-                if label in previous.get(part, {}):
-                    results[part][label] = previous[part][label]
-            continue
-        results["validation"][label] = _row(evaluate(colorizer, arguments.data, split="validation", **quiet))
-        print(f"{label}: validation {results['validation'][label]}", flush=True)
-    eligible = {label: row for label, row in results["validation"].items() if row["gain"] >= arguments.min_gain}
-    ranking = rank(eligible)
-    chosen = ranking[0] if ranking else None
-    for label, colorizer in colorizers.items():
-        if label in results["test"]:
-            continue
-        results["test"][label] = _row(evaluate(colorizer, arguments.data, split="test", **quiet))
-        if arguments.other_test:
-            results["other-test"][label] = _row(evaluate(colorizer, arguments.other_test, **quiet))
-        print(f"{label}: test {results['test'][label]}", flush=True)
-    confirmed, failed = confirm(ranking, results, arguments.min_gain, arguments.aim_gain, arguments.aim_colour)
+    saved = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    previous = saved.get("choose", {}) if saved.get("choose_folder") == arguments.choose else {}
+    confirmations = saved.get("confirm", {})
+    chosen_rows = {name: row for name, row in previous.items() if arguments.keep or name in colorizers}
+    new = {name: colorizer for name, colorizer in colorizers.items() if name not in previous}
+    if new:
+        chosen_rows.update(score_folder(new, arguments.choose, limit=arguments.limit))
+    for name in chosen_rows:
+        print(f"{name}: {chosen_rows[name]}", flush=True)
+    ranking, branch = rank(chosen_rows, arguments.min_gain, arguments.min_share, arguments.min_colour)
+    pick = ranking[0] if ranking else None
 
-    historic = []
+    if pick and not arguments.no_confirm:
+        if pick not in colorizers:
+            raise SystemExit(f"the pick {pick} was scored in an earlier run: name it again to confirm it")
+        for folder in arguments.confirm:
+            if pick not in confirmations.get(folder, {}):
+                rows = score_folder({pick: colorizers[pick]}, folder, ssim=True, limit=arguments.limit)
+                confirmations.setdefault(folder, {})[pick] = rows[pick]
+                print(f"{pick} on {folder}: {rows[pick]}", flush=True)
+
+    historic_rows = saved.get("historic", {})
+    columns = []
     if arguments.historic:
-        historic = [(path.name, images.read_image(path)) for path, _ in images.find_images([arguments.historic])]
-    hue_rows = {label: row for label, row in previous_hues.items() if label not in colorizers} if arguments.keep else {}
-    historic_columns = [("input", [image for _, image in historic[:6]])]
-    truth = [image for _, image in evaluation_images(arguments.data, "test", 256, log=lambda message: None)[0]]
-    chosen_photos = np.linspace(0, len(truth) - 1, arguments.photos).astype(int)
-    test_columns = [("grey input", [color.grey_to_rgb(color.rgb_to_lightness(truth[i])) for i in chosen_photos])]
-    for label, colorizer in colorizers.items():
-        coloured = [colorizer.colorize(image) for _, image in historic]
-        shares = [metrics.hue_shares(image) for image in coloured]
-        if shares:
-            hue_rows[label] = {
-                "mean_chroma": float(np.mean([item.mean_chroma for item in shares])),
-                "bluish": float(np.mean([item.bluish for item in shares])),
-                "greenish": float(np.mean([item.greenish for item in shares])),
-                "warm": float(np.mean([item.warm for item in shares])),
-                "mean_ab": [float(np.mean([item.mean_ab[k] for item in shares])) for k in (0, 1)],
-            }
-        historic_columns.append((label, coloured[:6]))
-        test_columns.append((label, predict(colorizer, [truth[i] for i in chosen_photos])))
-    test_columns.append(("true colours", [truth[i] for i in chosen_photos]))
+        photos = [images.read_image(path) for path, _ in images.find_images([arguments.historic])]
+        columns.append(("input", photos[:6]))
+        for name, colorizer in colorizers.items():
+            coloured = [colorizer.colorize(photo) for photo in photos]
+            historic_rows[name] = hue_row(coloured)
+            columns.append((name, coloured[:6]))
 
-    lines = ["# Candidates for the default model", "",
-             f"Chosen on the validation split of `{arguments.data}` by the rule: PSNR at least "
-             f"{arguments.min_gain} dB over grey, then the highest colourfulness up to the truth's (among those reaching it, "
-             "the highest PSNR). Test sets confirm; they choose nothing.",
-             ""]
-    lines += _table("Validation (chooses)", results["validation"])
-    lines += [f"**Chosen: {chosen or 'none: no candidate gains enough'}**", ""]
-    for label, reason in failed:
-        lines += [f"Not confirmed on the test sets: {label} ({reason}); the next in the validation ranking is tried.", ""]
-    if chosen:
-        lines += [f"**Confirmed (ships): {confirmed or 'none'}**", ""]
-    lines += _table("Test (a): held out from the same sources", results["test"])
-    if results["other-test"]:
-        lines += _table(f"Test (b): another source, `{arguments.other_test}`", results["other-test"])
-    if hue_rows:
-        lines += [f"### Real WWII photos ({len(historic)}; no truth)", "",
-                  "| model | mean chroma | bluish pixels (b* < -3) | greenish pixels (a* < -3) | warm pixels | mean a*, b* |",
+    lines = ["# Choosing the default on photos from other collections, at their own size", "",
+             f"Chosen on `{arguments.choose}` by the rule: at least {arguments.min_gain:+.1f} dB over grey and better than "
+             f"grey on at least {100 * arguments.min_share:.0f} % of the photos, then the most colourful up to the truth's; "
+             f"if none passes, the most accurate at {arguments.min_colour:.1f}x colour or more. "
+             "Every photo is coloured at its own size as `koala colorize` colours it.", ""]
+    lines += _table("Choosing set", chosen_rows)
+    lines += [f"**Rule ({branch}): {pick or 'no candidate'}**", ""]
+    for folder, rows in confirmations.items():
+        if pick in rows:
+            row = rows[pick]
+            verdict = "meets" if passes(row, arguments.min_gain, arguments.min_share, arguments.min_colour) else "misses"
+            lines += _table(f"Confirmation: `{folder}` ({verdict} the bars)", {pick: row})
+    if historic_rows:
+        lines += ["### Real WWII photos (no truth)", "",
+                  "| candidate | mean chroma | bluish pixels (b* < -3) | greenish pixels (a* < -3) | warm pixels | mean a*, b* |",
                   "| --- | ---: | ---: | ---: | ---: | --- |"]
-        for label, row in hue_rows.items():
-            lines.append(f"| {label} | {row['mean_chroma']:.1f} | {100 * row['bluish']:.1f} % | "
-                         f"{100 * row['greenish']:.1f} % | {100 * row['warm']:.1f} % | "
-                         f"{row['mean_ab'][0]:+.1f}, {row['mean_ab'][1]:+.1f} |")
+        for name, row in historic_rows.items():
+            if name in chosen_rows:
+                lines.append(f"| {name} | {row['mean_chroma']:.1f} | {100 * row['bluish']:.1f} % | "
+                             f"{100 * row['greenish']:.1f} % | {100 * row['warm']:.1f} % | "
+                             f"{row['mean_ab'][0]:+.1f}, {row['mean_ab'][1]:+.1f} |")
         lines.append("")
     (out / "candidates.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"chosen": chosen, "confirmed": confirmed, "results": results,
-                                                  "historic": hue_rows}, indent=1))
+    (out / "results.json").write_text(json.dumps(
+        {"choose_folder": arguments.choose, "pick": pick, "branch": branch, "choose": chosen_rows,
+         "confirm": confirmations, "historic": historic_rows}, indent=1))
+    if columns and columns[0][1]:
+        from koala.plots import picture_columns, save_figure
 
-    for file_name, columns in (("test-photos.png", test_columns), ("historic.png", historic_columns)):
-        if columns[0][1]:
-            save_figure(picture_columns(columns), out / file_name, dpi=80)
-    print(f"chosen: {chosen}; confirmed: {confirmed}; wrote {out}")
+        save_figure(picture_columns(columns), out / "historic.png", dpi=80)
+    print(f"pick: {pick} ({branch}); wrote {out}")
     return 0
 
 

@@ -97,3 +97,18 @@ def test_chroma_scale_multiplies_the_predicted_colour(tiny_model_dir):
     np.testing.assert_allclose(half, 0.5 * full, atol=1e-6)
     with pytest.raises(ValueError, match="chroma_scale"):
         Colorizer(tiny_model_dir, chroma_scale=-1)
+
+
+def test_edge_radius_changes_only_how_the_colour_is_enlarged(tiny_model_dir):
+    photo = make_photo(11, 300, 200)
+    plain = Colorizer(tiny_model_dir).colorize(photo)
+    colorizer = Colorizer(tiny_model_dir, edge_radius=4, edge_epsilon=1e-3)
+    guided = colorizer.colorize(photo)
+    assert guided.shape == plain.shape and not np.array_equal(guided, plain)
+    # the same lightness, the same colour on average: only its placement differs
+    np.testing.assert_allclose(color.rgb_to_lightness(guided), color.rgb_to_lightness(photo), atol=1.0)
+    plain_ab, guided_ab = color.rgb_to_lab(plain)[..., 1:], color.rgb_to_lab(guided)[..., 1:]
+    assert np.abs(plain_ab.mean(axis=(0, 1)) - guided_ab.mean(axis=(0, 1))).max() < 1.0
+    assert colorizer.colorize_batch([photo])[0].tobytes() == guided.tobytes()
+    with pytest.raises(ValueError, match="edge_radius"):
+        Colorizer(tiny_model_dir, edge_radius=-1)

@@ -195,3 +195,44 @@ def test_training_images_are_called_out(prepared_set, photo_folder, colorizer):
     plain = evaluate.evaluate(colorizer, prepared_set, split="train", **quiet)
     assert any("training split" in line for line in plain.warnings)
     assert not any("of these" in line for line in plain.warnings)
+
+
+def test_full_size_folder_is_scored_as_koala_colorize_colours_it(tmp_path, mixed_folder, colorizer):
+    # photos of three sizes, none of them the network's 256 × 256
+    result = evaluate.evaluate(colorizer, mixed_folder, full_size=True, report_dir=tmp_path / "r", figure_limit=1,
+                               progress=False, log=lambda message: None)
+    sizes = {(80 + 16 * index, 120) for index in range(5)}
+    assert set(result.image_sizes) == sizes and len(result.images) == 5 and len(result.skipped) == 2
+    assert "at their own sizes" in result.markdown()
+    # each score is the one of koala colorize's own output for the photo, at the photo's size
+    photo = images.read_image(mixed_folder / "photo_2.jpg")
+    coloured = colorizer.colorize(photo)
+    assert coloured.shape == photo.shape
+    expected = metrics.image_metrics(coloured, photo)
+    scored = next(item for item in result.images if item.name == "photo_2.jpg")
+    assert scored.model.psnr == pytest.approx(expected.psnr, rel=1e-6)
+    assert scored.grey.psnr == pytest.approx(metrics.psnr(metrics.grey_baseline(photo), photo), rel=1e-6)
+    # the 256-px evaluation of the same folder scores other pixels
+    square = evaluate.evaluate(colorizer, mixed_folder, progress=False, log=lambda message: None)
+    assert square.image_sizes == [(256, 256)]
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "manifest.csv").write_text("id,source,split\n")
+    with pytest.raises(ValueError, match="prepared set holds 256-px copies"):
+        evaluate.evaluate(colorizer, tmp_path / "set", full_size=True, progress=False)
+
+
+def test_cli_photos_at_full_size(tmp_path, mixed_folder, tiny_model_dir):
+    environment = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    root = Path(__file__).resolve().parent.parent
+
+    def run(*arguments):
+        return subprocess.run([sys.executable, "-m", "koala", "evaluate", str(tiny_model_dir), *arguments],
+                              capture_output=True, text=True, env=environment, timeout=120, cwd=root)
+
+    finished = run("--photos", str(mixed_folder), "--limit", "2", "--quiet", "--chroma-scale", "0.5")
+    assert finished.returncode == 0, finished.stderr
+    assert "| grey baseline |" in finished.stdout and "at their own sizes" in finished.stdout
+    both = run(str(mixed_folder), "--photos", str(mixed_folder))
+    assert both.returncode == 2 and "not both" in both.stderr
+    neither = run()
+    assert neither.returncode == 2 and "nothing to evaluate" in neither.stderr
