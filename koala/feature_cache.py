@@ -158,7 +158,8 @@ class FeatureDataset(_py_dataset_base()):
     """
 
     def __init__(self, prepared: str | Path, split: str, config: ColorizerConfig, *, batch_size: int = 32,
-                 shuffle: bool = False, augment_features: bool = False, seed: int = 0, **kwargs):
+                 shuffle: bool = False, augment_features: bool = False, seed: int = 0, samples_per_epoch: int = 0,
+                 **kwargs):
         super().__init__(workers=1, use_multiprocessing=False, **kwargs)
         self.prepared = Path(prepared)
         folder = cache_folder(prepared, config.image_size)
@@ -181,17 +182,23 @@ class FeatureDataset(_py_dataset_base()):
         self.shuffle = shuffle
         self.augment_features = augment_features
         self.seed = seed
+        self.samples_per_epoch = samples_per_epoch
 
     @property
     def batches_per_epoch(self) -> int:
-        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+        count = self.samples_per_epoch or len(self.rows)
+        return (count + self.batch_size - 1) // self.batch_size
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     def order_for(self, epoch: int) -> np.ndarray:
+        """The order of the split's photos in ``epoch``, a function of (seed, epoch) alone: a permutation, or
+        with ``samples_per_epoch`` (and shuffling) that many photos drawn with replacement."""
         if not self.shuffle:
-            return np.arange(len(self.rows))
+            return np.arange(self.samples_per_epoch or len(self.rows)) % max(1, len(self.rows))
+        if self.samples_per_epoch:
+            return np.random.default_rng([self.seed, epoch]).integers(0, len(self.rows), size=self.samples_per_epoch)
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
 
     def load_batch(self, index: int, epoch: int = 0):

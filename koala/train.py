@@ -268,7 +268,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
         feature_cache.update_features(config.data, config, log=log)
         train_data = feature_cache.FeatureDataset(
             config.data, "train", config, batch_size=config.batch_size, shuffle=True,
-            augment_features=config.augment, seed=config.seed,
+            augment_features=config.augment, seed=config.seed, samples_per_epoch=config.samples_per_epoch,
         )
         validation = feature_cache.FeatureDataset(config.data, "validation", config, batch_size=config.batch_size)
     else:
@@ -316,11 +316,14 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
                     f"embedder={source_config.embedder!r} into architecture={config.architecture!r}, "
                     f"fusion={config.fusion}, embedder={config.embedder!r}"
                 )
-            if lite0_unet:
-                head.set_weights(source.get_weights())
-            else:
-                model.set_weights(source.get_weights())
-            log(f"starting from the weights of {config.init_from}")
+            target = head if lite0_unet else model
+            if source_config.loss == config.loss or {source_config.loss, config.loss} <= {"mse", "colorful"}:
+                target.set_weights(source.get_weights())
+                log(f"starting from the weights of {config.init_from}")
+            else:  # another output head (e.g. classes from an MSE model): every other layer's weights carry over
+                fresh = copy_matching_weights(target, source)
+                log(f"starting from the weights of {config.init_from}; new {config.loss} output layers: "
+                    f"{', '.join(fresh)}")
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
 
     stop_on_nan_class, run_state_class = _make_callbacks(config, run_dir, sample_batch, head, log)
@@ -360,6 +363,27 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
             f"training stopped and the last good epoch ({final_state['epoch']}) is kept"
         )
     return TrainResult(run_dir, final_state["epoch"], final_state["history"])
+
+
+def copy_matching_weights(target, source) -> list[str]:
+    """Copy the weights of every layer of ``source`` into the layer of the same name in ``target`` (nested models
+    included) where their shapes agree; returns the names of the target's layers with weights that kept their
+    own (e.g. a classification output layer where the source had an ab one)."""
+    import keras
+
+    sources = {layer.name: layer for layer in source.layers}
+    fresh = []
+    for layer in target.layers:
+        match = sources.get(layer.name)
+        if isinstance(layer, keras.Model) and isinstance(match, keras.Model):
+            fresh += copy_matching_weights(layer, match)
+        elif layer.weights:
+            shapes = [tuple(weight.shape) for weight in layer.weights]
+            if match is not None and [tuple(weight.shape) for weight in match.weights] == shapes:
+                layer.set_weights(match.get_weights())
+            else:
+                fresh.append(layer.name)
+    return fresh
 
 
 def ab_from_output(

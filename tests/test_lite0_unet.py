@@ -162,6 +162,22 @@ def test_flipped_batches_flip_features_and_target_together(prepared):
     np.testing.assert_array_equal(flipped_inputs[3], inputs[3])  # the embedding is not spatial
 
 
+def test_samples_per_epoch_draws_that_many_photos_per_epoch(prepared):
+    config = _config(image_size=64)
+    feature_cache.update_features(prepared, config, progress=False, log=lambda message: None)
+    whole = feature_cache.FeatureDataset(prepared, "train", config, batch_size=8, shuffle=True, seed=5)
+    drawn = feature_cache.FeatureDataset(prepared, "train", config, batch_size=8, shuffle=True, seed=5,
+                                         samples_per_epoch=12)
+    assert whole.batches_per_epoch == -(-len(whole.rows) // 8) and drawn.batches_per_epoch == 2
+    order = drawn.order_for(3)
+    assert len(order) == 12 and order.max() < len(drawn.rows)
+    np.testing.assert_array_equal(order, drawn.order_for(3))  # a function of (seed, epoch): resumable
+    assert not np.array_equal(order, drawn.order_for(4))
+    (inputs, target) = drawn.load_batch(1, 3)
+    assert len(target) == 4 and all(len(array) == 4 for array in inputs)
+    assert len(list(drawn.batches(0, 2))) == 4
+
+
 def test_one_image_overfit_loss_falls():
     import keras
 

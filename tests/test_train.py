@@ -95,3 +95,17 @@ def test_changing_the_model_of_a_started_run_is_refused(prepared, tmp_path):
     train(_config(prepared, run_dir), verbose=0, log=lambda m: None)
     with pytest.raises(ValueError, match="new run folder"):
         train(_config(prepared, run_dir, fusion=True, epochs=2), verbose=0, log=lambda m: None)
+
+
+def test_a_new_output_head_starts_from_every_other_layer_of_the_model_it_fine_tunes():
+    from koala import lite0_unet
+    from koala.train import copy_matching_weights
+
+    keras.utils.set_random_seed(3)
+    base = dict(architecture="lite0-unet", image_size=64, embedder_weights="", encoder_weights="")
+    source = lite0_unet.build_decoder(ColorizerConfig(loss="mse", **base))
+    target = lite0_unet.build_decoder(ColorizerConfig(loss="classification", **base))
+    assert copy_matching_weights(target, source) == ["ab_classes"]
+    for name in ("fusion_mix", "stage7_block1_project_convolution", "decoder_4_batch_normalization"):
+        for copied, original in zip(target.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(copied, original)
