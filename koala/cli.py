@@ -379,7 +379,10 @@ def _add_colorize(subparsers) -> None:
                         "default: the model's)")
     parser.add_argument("--chroma-scale", type=chroma_scale, default=None,
                         help="multiply the predicted colour: below 1 calmer, above 1 more vivid, 0 grey "
-                        "(default: the model's, chosen on validation photos; the default model's is 1.3)")
+                        "(default: the model's, chosen on photos from other collections)")
+    parser.add_argument("--edge-radius", type=non_negative_int, default=None,
+                        help="0 enlarges the predicted colour smoothly; 1 or more makes its edges follow the "
+                        "photo's (a guided filter of this radius at 256 px: fewer colour halos) (default: the model's)")
     parser.set_defaults(handler=_run_colorize)
 
 
@@ -394,7 +397,8 @@ def _run_colorize(arguments) -> int:
     from koala.colorize import Colorizer
 
     colorizer = Colorizer(arguments.model, embedder_weights=arguments.embedder_weights,
-                          temperature=arguments.temperature, chroma_scale=arguments.chroma_scale)
+                          temperature=arguments.temperature, chroma_scale=arguments.chroma_scale,
+                          edge_radius=arguments.edge_radius)
     results = colorizer.colorize_files(
         arguments.inputs, arguments.output, output_format=arguments.format, overwrite=arguments.overwrite,
         reencode=arguments.reencode, progress=sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr),

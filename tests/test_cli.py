@@ -64,13 +64,20 @@ def test_chroma_scale_from_the_command_line(tmp_path):
     gradient = np.linspace(40, 200, 96)[None, :, None] + rng.normal(0, 12, (64, 96, 1))
     images.write_image(photo, np.repeat(np.clip(gradient, 0, 255).astype(np.uint8), 3, axis=-1))
     chroma = {}
-    for label, extra in (("model's", []), ("0.5", ["--chroma-scale", "0.5"]), ("0", ["--chroma-scale", "0"])):
+    coloured = {}
+    for label, extra in (("model's", []), ("0.5", ["--chroma-scale", "0.5"]), ("0", ["--chroma-scale", "0"]),
+                         ("edges 0", ["--edge-radius", "0"]), ("edges 3", ["--edge-radius", "3"])):
         result = run_koala("colorize", photo, "--output", tmp_path / label, *extra)
         assert result.returncode == 0, result.stderr
-        ab = color.rgb_to_lab(images.read_image(tmp_path / label / "grey.png"))[..., 1:]
+        coloured[label] = images.read_image(tmp_path / label / "grey.png")
+        ab = color.rgb_to_lab(coloured[label])[..., 1:]
         chroma[label] = float(np.mean(np.hypot(ab[..., 0], ab[..., 1])))
+    assert not np.array_equal(coloured["edges 0"], coloured["edges 3"])  # how the colour is enlarged changed
+    assert abs(chroma["edges 3"] - chroma["edges 0"]) < 0.2 * chroma["edges 0"]  # not how much colour there is
     assert chroma["model's"] > 2.0  # the default model does add colour
     assert 0.3 < chroma["0.5"] / chroma["model's"] < 0.7
     assert chroma["0"] < 0.5  # rounding to 8 bits leaves at most a trace
     result = run_koala("colorize", photo, "--output", tmp_path / "x", "--chroma-scale", "3")
     assert result.returncode == 2 and "chroma scale from 0 to 2" in result.stderr
+    result = run_koala("colorize", photo, "--output", tmp_path / "x", "--edge-radius", "-1")
+    assert result.returncode == 2 and "--edge-radius" in result.stderr
