@@ -53,8 +53,8 @@ def make_photo_bytes(height: int, width: int) -> bytes:
 
 
 def make_tiny_model(folder: Path) -> Path:
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     config = ColorizerConfig(fusion=False, embedder="", embedder_weights="")

@@ -53,8 +53,8 @@ from tests.conftest import make_photo
 
 prefix, model = Path(sys.argv[1]), sys.argv[2]
 if not model:
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     folder = prefix / "model"

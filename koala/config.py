@@ -23,7 +23,7 @@ class ColorizerConfig:
     # model
     architecture: str = "koalarization"
     """koalarization (the tutorial's encoder-decoder, learnt from scratch) or lite0-unet (an ImageNet-
-    pretrained EfficientNet-Lite0 encoder with skip connections; see koala.lite0_unet)."""
+    pretrained EfficientNet-Lite0 encoder with skip connections; see koala.architectures)."""
     fusion: bool = True
     embedder: str = "efficientnet-lite0"
     embedding_dim: int = 1000

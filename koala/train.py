@@ -83,7 +83,7 @@ def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> No
 
     ``model`` is the trained model: the whole head, or, for ``lite0-unet``, its decoder (then ``head``, a
     built head whose frozen encoder holds the pretrained weights, receives the decoder's weights)."""
-    from koala.model import build_colorizer
+    from koala.architectures import build_colorizer
 
     path = Path(path)
     if head is None:
@@ -101,7 +101,7 @@ def load_head(model_path: str | Path):
     """(model, config) from a model folder (``model.keras`` + ``config.json``) or a ``.keras`` file."""
     import keras
 
-    from koala import model as model_module  # noqa: F401  (registers FusionLayer)
+    from koala import fusion  # noqa: F401  (registers FusionLayer)
     from koala import lite0_unet  # noqa: F401  (registers LightnessToGrey)
 
     path = Path(model_path)
@@ -234,7 +234,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     """
     import keras
 
-    from koala.model import build_colorizer, model_inputs  # noqa: F401
+    from koala.architectures import build_colorizer, model_inputs  # noqa: F401
 
     if not config.data:
         raise ValueError("config.data must name a prepared set (koala prepare SRC DEST)")

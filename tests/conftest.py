@@ -28,8 +28,8 @@ def photo_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """An untrained encoder-decoder (no fusion) saved as a model folder: model.keras + config.json."""
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     folder = tmp_path_factory.mktemp("tiny_model")

@@ -61,8 +61,8 @@ def test_folder_run_skips_finished_files_and_reports_failures(colorizer, photo_f
 
 
 def test_temperature_changes_a_classification_model_and_is_checked(tmp_path):
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     import keras

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from koala import color, data, efficientnet_lite, feature_cache, images, lite0_unet
+from koala.architectures import build_colorizer
 from koala.config import ColorizerConfig
-from koala.model import build_colorizer
 from koala.train import load_head, save_head, train
 from tests.conftest import make_photo
 
