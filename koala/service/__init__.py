@@ -58,7 +58,7 @@ from koala import images
 
 logger = logging.getLogger("koala.service")
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 DEFAULT_MAX_UPLOAD_MB = 30
 DEFAULT_MAX_PIXELS = 25_000_000
