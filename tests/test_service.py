@@ -325,7 +325,7 @@ def test_page_and_static_files(server):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for name in ("app.js", "style.css"):
         assert httpx.get(f"{server.url}/static/{name}").status_code == 200
-    assert_problem(httpx.get(server.url + "/static/../service.py"), 404)
+    assert_problem(httpx.get(server.url + "/static/../service/__init__.py"), 404)
     assert httpx.get(server.url + "/api/colorize").status_code == 405
 
 
