@@ -259,8 +259,8 @@ def train_in_memory(
         config.save(run_dir / "config.json")
         keras.mixed_precision.set_global_policy("float32")
         save_head(head, config, run_dir / "model.keras")
+        from koala.outputs import write_bytes_atomic
         from koala.train import _history_csv
-        from koala.images import write_bytes_atomic
 
         write_bytes_atomic(run_dir / "history.csv", _history_csv(rows))
         flops = model_flops_per_image(head, config.image_size)

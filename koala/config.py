@@ -65,7 +65,7 @@ class ColorizerConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def save(self, path: str | Path) -> None:
-        from koala.images import write_bytes_atomic
+        from koala.outputs import write_bytes_atomic
 
         write_bytes_atomic(path, (self.to_json() + "\n").encode())
 

@@ -24,7 +24,7 @@ def figure_png(figure, dpi: int = 100) -> bytes:
 
 def save_figure(figure, path: str | Path, dpi: int = 100) -> None:
     """Save a matplotlib figure atomically (PNG)."""
-    from koala.images import write_bytes_atomic
+    from koala.outputs import write_bytes_atomic
 
     write_bytes_atomic(path, figure_png(figure, dpi=dpi))
 

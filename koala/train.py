@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from koala import color, data, images
+from koala import color, data, outputs
 from koala.config import ColorizerConfig
 
 KEEP_CHECKPOINTS = 2
@@ -181,9 +181,9 @@ def _make_callbacks(config, run_dir, sample_batch, head, log):
             _save_model_atomic(self.model, checkpoint)
             save_head(self.model, config, run_dir / "model.keras", head=self.head)
             history = [item for item in self.state["history"] if item["epoch"] < number] + [row]
-            images.write_bytes_atomic(run_dir / "history.csv", _history_csv(history))
+            outputs.write_bytes_atomic(run_dir / "history.csv", _history_csv(history))
             self.state.update({"epoch": number, "history": history, "checkpoint": str(checkpoint.relative_to(run_dir))})
-            images.write_bytes_atomic(run_dir / "state.json", json.dumps(self.state, indent=1).encode())
+            outputs.write_bytes_atomic(run_dir / "state.json", json.dumps(self.state, indent=1).encode())
             for old in sorted((run_dir / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
                 old.unlink()
 
@@ -394,7 +394,7 @@ def class_weights_for(train_data, run_dir: Path, log=print, mix: float = 0.5) ->
     weights = losses.rebalancing_weights(losses.class_counts(ab_images), mix=mix)
     buffer = io.BytesIO()
     np.save(buffer, weights)
-    images.write_bytes_atomic(path, buffer.getvalue())
+    outputs.write_bytes_atomic(path, buffer.getvalue())
     return weights
 
 

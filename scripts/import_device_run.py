@@ -23,7 +23,7 @@ def main() -> int:
 
     from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.images import write_bytes_atomic
+    from koala.outputs import write_bytes_atomic
     from koala.train import save_head
 
     for path in sorted(Path(arguments.source).glob("*.npz")):

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from koala import images
+from koala import outputs
 from tests.conftest import make_photo
 
 pytestmark = pytest.mark.slow
@@ -159,7 +159,7 @@ def server(tiny_model_dir):
 
 
 def encoded(seed: int, height: int, width: int, image_format: str) -> bytes:
-    return images.encode_image(make_photo(seed, height, width), image_format, quality=95)
+    return outputs.encode_image(make_photo(seed, height, width), image_format, quality=95)
 
 
 def open_image(data: bytes) -> Image.Image:

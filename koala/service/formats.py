@@ -48,7 +48,7 @@ def _accepted_media_types(accept: str) -> dict[str, float]:
 def encode_answer(rgb, image_format: str, quality: int) -> bytes:
     """Encode the answer with Pillow, in memory.
 
-    Not :func:`koala.images.encode_image`: under Debian's ImageMagick policy (memory 256 MiB, map 512 MiB)
+    Not :func:`koala.outputs.encode_image`: under Debian's ImageMagick policy (memory 256 MiB, map 512 MiB)
     and with the disk limit at 0, wand aborts the whole process (a C assertion in ResetImagePixels) when
     it cannot allocate a large image for writing, where Pillow needs only the array's own memory.
     """
