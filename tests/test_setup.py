@@ -63,6 +63,11 @@ def test_make_test_installs_the_rest():
     assert {"keras", "jax", "playwright", "pytest", "fastapi", "uvicorn", "httpx"} <= python
 
 
+def test_make_benchmarks_installs_what_the_benchmarks_import():
+    _, python = _installs(_dry_run("benchmarks"))
+    assert {"keras", "httpx", "pytest", "psutil"} <= python
+
+
 def _fake_commands(folder: Path, log: Path) -> None:
     """apt-get that records its arguments and finds the package lists locked on its first `update`; dpkg that
     knows no package; sudo that just runs the command."""
