@@ -1,6 +1,7 @@
 # Two commands on a fresh Debian/Ubuntu machine (root, or a user with sudo):
 #   make demo   install what colouring needs, then colour data/samples/ with the default model into output/samples/
 #   make test   install that and what the tests need too (the web service, a browser, NGINX, JAX), then run the tests
+# (and `make benchmarks`: what the tests need plus requirements-benchmarks.txt, then benchmarks/run_all.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -29,6 +30,10 @@ $(BIN)/.installed-test: $(BIN)/.installed requirements-serve.txt requirements-te
 	$(BIN)/python -m pip install -q -r requirements-test.txt
 	touch $@
 
+$(BIN)/.installed-benchmarks: $(BIN)/.installed-test requirements-benchmarks.txt
+	$(BIN)/python -m pip install -q -r requirements-benchmarks.txt
+	touch $@
+
 setup: system-packages $(BIN)/.installed
 
 setup-test: test-system-packages $(BIN)/.installed-test
@@ -42,7 +47,7 @@ test: setup-test
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --timeout=900 tests/test_model.py tests/test_backends.py
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q --timeout=900 tests/test_lite0_unet.py -k "shapes or grey or save_and_load or overfit"
 
-benchmarks: setup-test
+benchmarks: setup-test $(BIN)/.installed-benchmarks
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

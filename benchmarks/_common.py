@@ -102,8 +102,8 @@ def write_grey_jpeg(path: Path, height: int = 3000, width: int = 4000, quality: 
 def untrained_model(folder: Path, fusion: bool, embedder: str = "efficientnet-lite0",
                     architecture: str = "koalarization") -> Path:
     """An untrained head saved as a model folder (fusion: with ``embedder``, random weights)."""
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -33,9 +33,9 @@ def main(argv=None) -> dict:
 
     from koala import lite0_unet
     from koala.accelerated import model_flops_per_image
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
     from koala.embedding import get_embedder
-    from koala.model import build_colorizer
 
     print(f"machine: {machine()}")
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ TARGET = 1.5
 
 
 def measure(model_folder: Path, photo: Path, repeats: int) -> dict:
-    from koala import color, images, jpeg_luma
+    from koala import color, images, jpeg_luma, outputs
     from koala.colorize import Colorizer
 
     colorizer = Colorizer(model_folder)
@@ -53,7 +53,7 @@ def measure(model_folder: Path, photo: Path, repeats: int) -> dict:
         assert colorizer.colour_jpeg_keeping_luma(images.read_file_bytes(photo), 95) is not None
 
     def reencoded():
-        images.encode_image(colorizer.colorize(photo), "JPEG", quality=95)
+        outputs.encode_image(colorizer.colorize(photo), "JPEG", quality=95)
 
     figures["end to end"] = median_seconds(end_to_end, repeats, warmup=1)
     figures["end to end, re-encoded"] = median_seconds(reencoded, repeats, warmup=1)
@@ -81,7 +81,7 @@ def measure(model_folder: Path, photo: Path, repeats: int) -> dict:
         "L* at 256 (downscale + table)": lambda: color.rgb_to_lightness(images.resize_exact(grey, size)),
         "predict (embedder prep + forward)": lambda: colorizer.predict_ab(small),
         "ab upsampling + Lab join": lambda: color.join_grey_ab(grey, ab),
-        "encode JPEG q95 (Pillow)": lambda: images.encode_image(joined, "JPEG", quality=95),
+        "encode JPEG q95 (Pillow)": lambda: outputs.encode_image(joined, "JPEG", quality=95),
     }.items()}
     return figures
 

@@ -43,8 +43,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     arguments = parser.parse_args(argv)
     from koala.accelerated import model_flops_per_image
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
 
     print(f"machine: {machine()}")
     peak, numpy_peak = matmul_flops_per_second(with_numpy=True)

@@ -46,15 +46,15 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def make_photo_bytes(height: int, width: int) -> bytes:
     sys.path.insert(0, str(ROOT))
-    from koala import images
+    from koala import outputs
     from tests.conftest import make_photo
 
-    return images.encode_image(make_photo(0, height, width), "JPEG")
+    return outputs.encode_image(make_photo(0, height, width), "JPEG")
 
 
 def make_tiny_model(folder: Path) -> Path:
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     config = ColorizerConfig(fusion=False, embedder="", embedder_weights="")

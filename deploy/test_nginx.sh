@@ -48,13 +48,13 @@ cd "$ROOT"
 import sys
 from pathlib import Path
 
-from koala import images
+from koala import outputs
 from tests.conftest import make_photo
 
 prefix, model = Path(sys.argv[1]), sys.argv[2]
 if not model:
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     folder = prefix / "model"
@@ -62,8 +62,8 @@ if not model:
     config = ColorizerConfig(fusion=False, embedder="", embedder_weights="")
     save_head(build_colorizer(config), config, folder / "model.keras")
     config.save(folder / "config.json")
-(prefix / "small.jpg").write_bytes(images.encode_image(make_photo(1, 150, 230), "JPEG"))
-(prefix / "large.jpg").write_bytes(images.encode_image(make_photo(2, 1800, 2400), "JPEG"))
+(prefix / "small.jpg").write_bytes(outputs.encode_image(make_photo(1, 150, 230), "JPEG"))
+(prefix / "large.jpg").write_bytes(outputs.encode_image(make_photo(2, 1800, 2400), "JPEG"))
 PY
 MODEL=${MODEL:-$PREFIX/model}
 

@@ -11,7 +11,7 @@ of the time the CPU needs to decode and convert it). Here instead:
   only, so any backend works: JAX on the lent GPU machine, TensorFlow or PyTorch elsewhere);
 * mixed precision (bfloat16 compute, float32 weights) when asked.
 
-The head is the same :func:`koala.model.build_colorizer` model; only the wrapper that feeds it differs.
+The head is the same :func:`koala.architectures.build_colorizer` model; only the wrapper that feeds it differs.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def train_in_memory(
     """
     import keras
 
-    from koala.model import build_colorizer
+    from koala.architectures import build_colorizer
     from koala.train import class_weights_for, save_head
 
     if config.architecture != "koalarization":
@@ -259,8 +259,8 @@ def train_in_memory(
         config.save(run_dir / "config.json")
         keras.mixed_precision.set_global_policy("float32")
         save_head(head, config, run_dir / "model.keras")
+        from koala.outputs import write_bytes_atomic
         from koala.train import _history_csv
-        from koala.images import write_bytes_atomic
 
         write_bytes_atomic(run_dir / "history.csv", _history_csv(rows))
         flops = model_flops_per_image(head, config.image_size)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from koala.architectures import ARCHITECTURES
 from koala.config import CHROMA_SCALE_MAX, ColorizerConfig
 
 DEFAULTS = ColorizerConfig()
@@ -184,7 +185,7 @@ def _add_train(subparsers) -> None:
                         help="photos per training step")
     parser.add_argument("--learning-rate", type=positive_float, default=DEFAULTS.learning_rate,
                         help="Adam's learning rate (a resumed run continues at the rate given now)")
-    parser.add_argument("--architecture", default=DEFAULTS.architecture, choices=("koalarization", "lite0-unet"),
+    parser.add_argument("--architecture", default=DEFAULTS.architecture, choices=ARCHITECTURES,
                         help="koalarization: the tutorial's encoder-decoder, learnt from scratch; lite0-unet: an "
                         "ImageNet-pretrained EfficientNet-Lite0 encoder with skip connections (trains on 2 CPU cores)")
     parser.add_argument("--fine-tune-after", type=non_negative_int, default=DEFAULTS.fine_tune_after,

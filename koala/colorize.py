@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from koala import color, images, jpeg_luma
+from koala import color, images, jpeg_luma, outputs
 from koala.config import CHROMA_SCALE_MAX
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
@@ -150,15 +150,15 @@ class Colorizer:
         loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead, with
         L* exactly the photo's own.
         """
-        output_format = images.format_for_path(output)
+        output_format = outputs.format_for_path(output)
         data = images.read_file_bytes(source)
         if output_format == "JPEG" and not reencode:
             coloured = self.colour_jpeg_keeping_luma(data, quality, name=str(source))
             if coloured is not None:
-                images.write_bytes_atomic(output, coloured)
+                outputs.write_bytes_atomic(output, coloured)
                 return
         result = self.colorize(images.read_image(data, name=str(source), keep_grey=True))
-        images.write_image(output, result, quality=quality)
+        outputs.write_image(output, result, quality=quality)
 
     def colour_jpeg_keeping_luma(
         self, data: bytes, quality: int = 95, name: str | None = None, max_pixels: int | None = None

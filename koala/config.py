@@ -23,7 +23,7 @@ class ColorizerConfig:
     # model
     architecture: str = "koalarization"
     """koalarization (the tutorial's encoder-decoder, learnt from scratch) or lite0-unet (an ImageNet-
-    pretrained EfficientNet-Lite0 encoder with skip connections; see koala.lite0_unet)."""
+    pretrained EfficientNet-Lite0 encoder with skip connections; see koala.architectures)."""
     fusion: bool = True
     embedder: str = "efficientnet-lite0"
     embedding_dim: int = 1000
@@ -71,7 +71,7 @@ class ColorizerConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def save(self, path: str | Path) -> None:
-        from koala.images import write_bytes_atomic
+        from koala.outputs import write_bytes_atomic
 
         write_bytes_atomic(path, (self.to_json() + "\n").encode())
 

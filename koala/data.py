@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from koala import color, images
+from koala import color, images, outputs
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_FIELDS = ("id", "split", "source", "width", "height")
@@ -113,7 +113,7 @@ def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    images.write_bytes_atomic(path, buffer.getvalue().encode())
+    outputs.write_bytes_atomic(path, buffer.getvalue().encode())
 
 
 def _hash_file(path: Path) -> str:
@@ -132,7 +132,7 @@ def _prepare_one(path: Path, target: Path, size: int, quality: int = 95) -> tupl
     reason = monochrome_reason(square)
     if reason:
         raise images.ImageError(path, reason)
-    images.write_image(target, square, quality=quality)
+    outputs.write_image(target, square, quality=quality)
     return original
 
 
@@ -312,9 +312,9 @@ def update_embeddings(
     array = np.stack([existing[i] for i in ids]) if ids else np.zeros((0, 1000), np.float16)
     buffer = io.BytesIO()
     np.save(buffer, array.astype(np.float16))
-    images.write_bytes_atomic(array_path, buffer.getvalue())
-    images.write_bytes_atomic(ids_path, ("\n".join(ids) + "\n").encode())
-    images.write_bytes_atomic(info_path, json.dumps(info).encode())
+    outputs.write_bytes_atomic(array_path, buffer.getvalue())
+    outputs.write_bytes_atomic(ids_path, ("\n".join(ids) + "\n").encode())
+    outputs.write_bytes_atomic(info_path, json.dumps(info).encode())
     return len(missing)
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from koala import color, images, metrics
+from koala import color, images, metrics, outputs
 
 FIGURE_LIMIT = 24
 """Three-panel figures written per report (the first images only)."""
@@ -552,8 +552,8 @@ def write_report(result: EvaluationResult, scorer: _Scorer | None = None) -> Non
     writer.writeheader()
     for item in result.images:
         writer.writerow({key: _csv_value(value) for key, value in item.as_row().items()})
-    images.write_bytes_atomic(report_dir / "metrics.csv", buffer.getvalue().encode())
-    images.write_bytes_atomic(report_dir / "summary.md", result.markdown().encode())
+    outputs.write_bytes_atomic(report_dir / "metrics.csv", buffer.getvalue().encode())
+    outputs.write_bytes_atomic(report_dir / "summary.md", result.markdown().encode())
     if not result.images:
         return
     figure = plots.colorfulness_histogram(

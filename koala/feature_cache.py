@@ -137,7 +137,7 @@ def update_features(prepared: str | Path, config: ColorizerConfig, batch_size: i
     finally:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
-    from koala.images import write_bytes_atomic
+    from koala.outputs import write_bytes_atomic
 
     write_bytes_atomic(ids_path, ("\n".join(ids) + "\n").encode())
     write_bytes_atomic(info_path, json.dumps(info).encode())

@@ -1,4 +1,4 @@
-"""Reading users' photos safely and writing results atomically.
+"""Reading users' photos safely.
 
 Every photo that enters Koala from a user (training sources, images to colourise, uploads to the
 service) is read here, through ImageMagick (the ``wand`` binding), with:
@@ -21,9 +21,8 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   256 MiB is 15 MP); one that could never fit is decoded by Pillow instead, after ImageMagick has read and
   checked its header.
 
-Results are written to a temporary file beside the target and renamed into place, so an output
-file is either complete or absent. Every failure is an :class:`ImageError` naming the file and
-the reason.
+Every failure is an :class:`ImageError` naming the file and the reason. Writing results (atomically) is
+:mod:`koala.outputs`'s.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -92,8 +90,6 @@ _HARMLESS_WARNINGS = ("extraneous bytes before marker",)
 
 _limits_configured = False
 _limits_lock = threading.Lock()
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class ImageError(Exception):
@@ -625,64 +621,3 @@ def resize_exact(rgb_or_grey: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(
         PILImage.fromarray(rgb_or_grey).resize((size, size), PILImage.Resampling.BILINEAR, reducing_gap=2.0)
     )
-
-
-def encode_image(rgb: np.ndarray, image_format: str, quality: int = 95) -> bytes:
-    """Encode a uint8 RGB array as JPEG, PNG, TIFF or WebP bytes, in memory.
-
-    Encoding uses Pillow, not ImageMagick: our own pixels need no defensive decoder, and ImageMagick 6
-    under Debian's memory policy with the disk cache off aborts the whole process (a C assertion, not an
-    exception) when asked to encode images above about 35 MP.
-    """
-    import io
-
-    from PIL import Image as PILImage
-
-    image_format = image_format.upper().replace("JPG", "JPEG")
-    if image_format not in ("JPEG", "PNG", "TIFF", "WEBP"):
-        raise ValueError(f"cannot write format {image_format!r}")
-    options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
-    # JPEG keeps Pillow's 4:2:0 chroma subsampling: our colour is upsampled from 256 px anyway.
-    if image_format == "PNG":
-        options["compress_level"] = 3  # fast: large scans, and a few % bigger files at most
-    buffer = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, format=image_format, **options)
-    return buffer.getvalue()
-
-
-def format_for_path(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
-    if suffix not in formats:
-        raise ImageError(path, f"cannot write images with the extension {suffix!r}")
-    return formats[suffix]
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that the file is either complete or absent (temp file + rename)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as error:
-        raise ImageError(path, f"cannot write here ({error.strerror or error})") from None
-    try:
-        os.chmod(temporary, 0o666 & ~_UMASK)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise ImageError(path, f"could not write the file ({error.strerror or error})") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write a uint8 RGB image atomically; the format follows the extension."""
-    write_bytes_atomic(path, encode_image(rgb, format_for_path(path), quality=quality))

@@ -5,7 +5,7 @@ Reference:
     Segmentation", 2015 (skip connections from every scale of the encoder into the decoder);
     G. Larsson, M. Maire, G. Shakhnarovich, "Learning Representations for Automatic Colorization", 2016
     (colour from the features of an ImageNet classifier at several scales); F. Baldassarre et al., "Deep
-    Koalarization", 2017 (the fusion layer); M. Tan, Q. V. Le, "EfficientNet", 2019.
+    Koalarization", 2017 (the fusion layer, :mod:`koala.fusion`); M. Tan, Q. V. Le, "EfficientNet", 2019.
 
 Why a pretrained encoder: the tutorial's network learns every feature from the photos it is trained on,
 and with thousands of photos (not the 1.3 M of ImageNet) it learns too little of what things are to know
@@ -38,6 +38,7 @@ from keras import layers
 
 from koala import efficientnet_lite, losses
 from koala.config import ColorizerConfig
+from koala.fusion import FusionLayer
 
 ARCHITECTURE = "lite0-unet"
 FROZEN_STAGES = 5
@@ -126,8 +127,6 @@ def build_decoder(config: ColorizerConfig) -> keras.Model:
     fusion model, the classifier's embedding. Output: ab (size/4, size/4, 2) in [-1, 1] (tanh), or class
     logits (size/4, size/4, Q) for ``loss="classification"``.
     """
-    from koala.model import FusionLayer
-
     shapes = feature_shapes(config.image_size)
     skips = {factor: keras.Input(shape=shape, name=f"features_{factor}") for factor, shape in shapes.items()}
     inputs = [skips[factor] for factor in sorted(skips)]
@@ -182,7 +181,7 @@ def build_lite0_unet(config: ColorizerConfig, weights: str | None = None) -> ker
 
     Returns:
         A Functional ``keras.Model`` named ``koala_lite0_unet`` with the same inputs as the tutorial's
-        :func:`koala.model.build_colorizer` (lightness ``(size, size, 1)`` in [-1, 1], and an embedding),
+        :func:`koala.model.build_koalarization` (lightness ``(size, size, 1)`` in [-1, 1], and an embedding),
         returning ab at a quarter of the side (or class logits there). It holds two nested models:
         ``lite0_unet_encoder`` (frozen) and ``lite0_unet_decoder`` (trained).
 

@@ -1,4 +1,4 @@
-"""The colouriser network: encoder, fusion layer, decoder.
+"""The tutorial's colouriser network ("koalarization"): encoder, fusion layer, decoder.
 
 Reference:
     F. Baldassarre, D. González Morín, L. Rodés-Guirao, "Deep Koalarization: Image Colorization using
@@ -9,6 +9,8 @@ The network reads the lightness channel of a 256 × 256 image and a 1000-d embed
 image from a frozen ImageNet classifier, and predicts the two ab channels with tanh. The classifier is
 never part of this model: embeddings are computed once and cached (training) or computed beside it
 (inference), so the saved model is the small head alone.
+
+This is one of the two architectures; :mod:`koala.architectures` lists them and builds the one a config names.
 """
 
 from __future__ import annotations
@@ -18,44 +20,15 @@ from keras import layers
 
 from koala import losses
 from koala.config import ColorizerConfig
-
-
-@keras.saving.register_keras_serializable(package="koala")
-class FusionLayer(layers.Layer):
-    """Repeat a global embedding over every position of a feature map and concatenate it.
-
-    Input: ``[features (batch, height, width, channels), embedding (batch, embedding_dim)]``.
-    Output: ``(batch, height, width, channels + embedding_dim)``. The 1 × 1 convolution that mixes the
-    two follows this layer in :func:`build_colorizer`.
-    """
-
-    def call(self, inputs):
-        features, embedding = inputs
-        height, width = keras.ops.shape(features)[1], keras.ops.shape(features)[2]
-        embedding = keras.ops.cast(embedding, features.dtype)
-        grid = keras.ops.expand_dims(keras.ops.expand_dims(embedding, 1), 1)
-        grid = keras.ops.tile(grid, [1, height, width, 1])
-        return keras.ops.concatenate([features, grid], axis=-1)
-
-    def compute_output_shape(self, input_shapes):
-        features_shape, embedding_shape = input_shapes
-        return tuple(features_shape[:-1]) + (features_shape[-1] + embedding_shape[-1],)
-
-    def get_config(self):
-        return super().get_config()
+from koala.fusion import FusionLayer
 
 
 def _conv(filters: int, strides: int = 1, name: str | None = None, activation: str = "relu"):
     return layers.Conv2D(filters, 3, strides=strides, padding="same", activation=activation, name=name)
 
 
-ARCHITECTURES = ("koalarization", "lite0-unet")
-
-
-def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
-    """Build the colouriser head named by ``config.architecture``: this module's tutorial network
-    ("koalarization"), or the pretrained-encoder U-Net ("lite0-unet", :mod:`koala.lite0_unet`; built with
-    random weights here: training starts it from ImageNet's, a saved model brings its own).
+def build_koalarization(config: ColorizerConfig | None = None) -> keras.Model:
+    """Build the tutorial's colouriser head ("koalarization").
 
     Args:
         config: ``fusion`` chooses between the fusion model (inputs ``[lightness, embedding]``) and the
@@ -71,12 +44,6 @@ def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
         the paper's layer sizes exactly (about 6.6 M parameters with fusion).
     """
     config = config or ColorizerConfig()
-    if config.architecture == "lite0-unet":
-        from koala.lite0_unet import build_lite0_unet
-
-        return build_lite0_unet(config)
-    if config.architecture != "koalarization":
-        raise ValueError(f"unknown architecture {config.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     if config.image_size % 8:
         raise ValueError(f"image_size must be divisible by 8, got {config.image_size}")
     if config.fusion and config.embedding_dim <= 0:
@@ -122,8 +89,3 @@ def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
     x = layers.Conv2D(2, 3, padding="same", activation="tanh", name="ab", dtype="float32")(x)
     ab = layers.UpSampling2D(2, name="decoder_up_3", dtype="float32")(x)
     return keras.Model(model_inputs, ab, name=name)
-
-
-def model_inputs(config: ColorizerConfig, lightness, embedding):
-    """The model's inputs in the order it expects them."""
-    return [lightness, embedding] if config.fusion else lightness

@@ -24,7 +24,7 @@ def figure_png(figure, dpi: int = 100) -> bytes:
 
 def save_figure(figure, path: str | Path, dpi: int = 100) -> None:
     """Save a matplotlib figure atomically (PNG)."""
-    from koala.images import write_bytes_atomic
+    from koala.outputs import write_bytes_atomic
 
     write_bytes_atomic(path, figure_png(figure, dpi=dpi))
 
@@ -336,7 +336,7 @@ def _lite0_unet_figure(model, embedder: str):
 def architecture_figure(model, embedder: str = ""):
     """Draw a colouriser's network as boxes and arrows, every shape read from ``model`` itself.
 
-    Either architecture of :func:`koala.model.build_colorizer`: the tutorial's fusion network
+    Either architecture of :func:`koala.architectures.build_colorizer`: the tutorial's fusion network
     ("koalarization": encoder, fusion with the classifier's embedding, decoder), or the pretrained-encoder
     U-Net ("lite0-unet": Lite0 encoder stages top to bottom, skip connections across, fusion at the bottom,
     decoder back up), with or without fusion, with the ab or the ab-classes head. Shapes follow the model's

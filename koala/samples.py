@@ -58,7 +58,7 @@ def write_sample_photos(folder: str | Path, count: int = 24, side: int = 192, se
     from PIL import Image
 
     from koala.data import SPLITS, split_for
-    from koala.images import write_bytes_atomic
+    from koala.outputs import write_bytes_atomic
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from koala import color, data, images
+from koala import color, data, outputs
 from koala.config import ColorizerConfig
 
 KEEP_CHECKPOINTS = 2
@@ -83,7 +83,7 @@ def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> No
 
     ``model`` is the trained model: the whole head, or, for ``lite0-unet``, its decoder (then ``head``, a
     built head whose frozen encoder holds the pretrained weights, receives the decoder's weights)."""
-    from koala.model import build_colorizer
+    from koala.architectures import build_colorizer
 
     path = Path(path)
     if head is None:
@@ -101,7 +101,7 @@ def load_head(model_path: str | Path):
     """(model, config) from a model folder (``model.keras`` + ``config.json``) or a ``.keras`` file."""
     import keras
 
-    from koala import model as model_module  # noqa: F401  (registers FusionLayer)
+    from koala import fusion  # noqa: F401  (registers FusionLayer)
     from koala import lite0_unet  # noqa: F401  (registers LightnessToGrey)
 
     path = Path(model_path)
@@ -181,9 +181,9 @@ def _make_callbacks(config, run_dir, sample_batch, head, log):
             _save_model_atomic(self.model, checkpoint)
             save_head(self.model, config, run_dir / "model.keras", head=self.head)
             history = [item for item in self.state["history"] if item["epoch"] < number] + [row]
-            images.write_bytes_atomic(run_dir / "history.csv", _history_csv(history))
+            outputs.write_bytes_atomic(run_dir / "history.csv", _history_csv(history))
             self.state.update({"epoch": number, "history": history, "checkpoint": str(checkpoint.relative_to(run_dir))})
-            images.write_bytes_atomic(run_dir / "state.json", json.dumps(self.state, indent=1).encode())
+            outputs.write_bytes_atomic(run_dir / "state.json", json.dumps(self.state, indent=1).encode())
             for old in sorted((run_dir / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
                 old.unlink()
 
@@ -234,7 +234,7 @@ def train(config: ColorizerConfig, *, verbose: int | str = "auto", log=print) ->
     """
     import keras
 
-    from koala.model import build_colorizer, model_inputs  # noqa: F401
+    from koala.architectures import build_colorizer, model_inputs  # noqa: F401
 
     if not config.data:
         raise ValueError("config.data must name a prepared set (koala prepare SRC DEST)")
@@ -418,7 +418,7 @@ def class_weights_for(train_data, run_dir: Path, log=print, mix: float = 0.5) ->
     weights = losses.rebalancing_weights(losses.class_counts(ab_images), mix=mix)
     buffer = io.BytesIO()
     np.save(buffer, weights)
-    images.write_bytes_atomic(path, buffer.getvalue())
+    outputs.write_bytes_atomic(path, buffer.getvalue())
     return weights
 
 

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
 
     import skimage.data
 
-    from koala import evaluate, images, metrics, plots
+    from koala import evaluate, metrics, outputs, plots
     from koala.colorize import Colorizer
 
     out = Path(arguments.out)
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
         with tempfile.TemporaryDirectory() as report:
             result = evaluate.evaluate(colorizer, arguments.data, split="test", limit=arguments.limit,
                                        report_dir=report, figure_limit=0, progress=False)
-            images.write_bytes_atomic(out / "colorfulness.png", (Path(report) / "colorfulness.png").read_bytes())
+            outputs.write_bytes_atomic(out / "colorfulness.png", (Path(report) / "colorfulness.png").read_bytes())
             print(f"{out / 'colorfulness.png'}: {len(result.images)} test photos")
 
 

@@ -21,9 +21,9 @@ def main() -> int:
 
     import numpy as np
 
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.images import write_bytes_atomic
-    from koala.model import build_colorizer
+    from koala.outputs import write_bytes_atomic
     from koala.train import save_head
 
     for path in sorted(Path(arguments.source).glob("*.npz")):

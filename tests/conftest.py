@@ -14,22 +14,22 @@ from tests.make_bad_inputs import make_photo  # noqa: F401  (the one synthetic-p
 @pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory):
     """A folder of 24 small colourful JPEGs and PNGs (plus a subfolder)."""
-    from koala import images
+    from koala import outputs
 
     folder = tmp_path_factory.mktemp("photos")
     (folder / "more").mkdir()
     for index in range(24):
         photo = make_photo(index, 96 + 8 * (index % 3), 128)
         target = folder / ("more" if index % 4 == 0 else "") / f"photo_{index:02d}.{'png' if index % 5 == 0 else 'jpg'}"
-        images.write_image(target, photo)
+        outputs.write_image(target, photo)
     return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """An untrained encoder-decoder (no fusion) saved as a model folder: model.keras + config.json."""
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     folder = tmp_path_factory.mktemp("tiny_model")

@@ -13,11 +13,11 @@ from tests.conftest import make_photo
 
 @pytest.fixture(scope="module")
 def prepared_64(tmp_path_factory):
-    from koala import data, images
+    from koala import data, outputs
 
     folder = tmp_path_factory.mktemp("accelerated")
     for index in range(24):
-        images.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(300 + index, 80, 96))
+        outputs.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(300 + index, 80, 96))
     data.prepare(folder / "photos", folder / "prepared", embedder=None, size=64, progress=False, log=lambda m: None)
     return folder / "prepared"
 

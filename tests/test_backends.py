@@ -10,8 +10,8 @@ import sys
 import keras
 import numpy as np
 
+from koala.architectures import build_colorizer
 from koala.config import ColorizerConfig
-from koala.model import build_colorizer
 from koala.train import save_head
 
 OTHER = {"tensorflow": "jax", "jax": "tensorflow", "torch": "tensorflow"}
@@ -41,7 +41,7 @@ def test_a_head_saved_on_one_backend_predicts_the_same_on_another(tmp_path):
     np.save(tmp_path / "embedding.npy", embedding)
     other = OTHER[keras.backend.backend()]
     script = (
-        "import numpy as np, keras, sys; import koala.model;"
+        "import numpy as np, keras, sys; import koala.fusion;"
         f"m = keras.saving.load_model(r'{tmp_path / 'model.keras'}');"
         f"p = m.predict([np.load(r'{tmp_path / 'lightness.npy'}'), np.load(r'{tmp_path / 'embedding.npy'}')], verbose=0);"
         f"np.save(r'{tmp_path / 'other.npy'}', np.asarray(p)); print(keras.backend.backend())"

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from koala import images
+from koala import images, outputs
 
 
 def run_koala(*arguments, cwd=None):
@@ -62,7 +62,7 @@ def test_chroma_scale_from_the_command_line(tmp_path):
     photo.parent.mkdir()
     rng = np.random.default_rng(7)
     gradient = np.linspace(40, 200, 96)[None, :, None] + rng.normal(0, 12, (64, 96, 1))
-    images.write_image(photo, np.repeat(np.clip(gradient, 0, 255).astype(np.uint8), 3, axis=-1))
+    outputs.write_image(photo, np.repeat(np.clip(gradient, 0, 255).astype(np.uint8), 3, axis=-1))
     chroma = {}
     coloured = {}
     for label, extra in (("model's", []), ("0.5", ["--chroma-scale", "0.5"]), ("0", ["--chroma-scale", "0"]),

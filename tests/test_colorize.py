@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from koala import color, images
+from koala import color, images, outputs
 from koala.colorize import Colorizer
 from tests.conftest import make_photo
 
@@ -32,7 +32,7 @@ def test_accepts_paths_pil_images_and_grey_arrays(colorizer, tmp_path):
     from PIL import Image
 
     photo = make_photo(9, 80, 60)
-    images.write_image(tmp_path / "p.png", photo)
+    outputs.write_image(tmp_path / "p.png", photo)
     from_path = colorizer.colorize(tmp_path / "p.png")
     assert from_path.shape == (80, 60, 3)
     np.testing.assert_array_equal(colorizer.colorize(Image.fromarray(photo)), from_path)
@@ -61,8 +61,8 @@ def test_folder_run_skips_finished_files_and_reports_failures(colorizer, photo_f
 
 
 def test_temperature_changes_a_classification_model_and_is_checked(tmp_path):
+    from koala.architectures import build_colorizer
     from koala.config import ColorizerConfig
-    from koala.model import build_colorizer
     from koala.train import save_head
 
     import keras

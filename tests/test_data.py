@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from koala import color, data, images
+from koala import color, data, outputs
 from tests.conftest import make_photo
 
 
@@ -18,7 +18,7 @@ def mixed_folder(tmp_path, photo_folder):
     (folder / "empty.png").write_bytes(b"")
     shutil.copy(folder / "photo_01.jpg", folder / "copy of photo 01.jpg")
     grey = color.grey_to_rgb(color.rgb_to_lightness(make_photo(99)))
-    images.write_image(folder / "grey.jpg", grey)
+    outputs.write_image(folder / "grey.jpg", grey)
     return folder
 
 
@@ -49,7 +49,7 @@ def test_prepare_again_is_incremental_and_leaves_originals(mixed_folder, tmp_pat
     before = {path: path.read_bytes() for path in mixed_folder.rglob("*") if path.is_file()}
     data.prepare(mixed_folder, destination, embedder=None, size=64, progress=False, log=lambda m: None)
     first = (destination / "manifest.csv").read_text()
-    images.write_image(mixed_folder / "new.png", make_photo(1234))
+    outputs.write_image(mixed_folder / "new.png", make_photo(1234))
     report = data.prepare(mixed_folder, destination, embedder=None, size=64, progress=False, log=lambda m: None)
     assert report.added == 1 and report.known == 24
     assert len(data.read_manifest(destination)) == 25

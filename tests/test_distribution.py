@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def prepared_64(tmp_path_factory):
-    from koala import data, images
+    from koala import data, outputs
 
     folder = tmp_path_factory.mktemp("distribution")
     for index in range(20):
-        images.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(100 + index, 96, 128))
+        outputs.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(100 + index, 96, 128))
     data.prepare(folder / "photos", folder / "prepared", embedder=None, size=64, progress=False, log=lambda m: None)
     return folder
 
@@ -70,11 +70,11 @@ def test_distribute_needs_in_memory_and_jax(prepared_64):
 def prepared_one_validation_photo(tmp_path_factory):
     """A prepared set whose validation split holds one photo (fewer than the two devices) and whose training
     split is not a whole number of batches."""
-    from koala import data, images
+    from koala import data, outputs
 
     folder = tmp_path_factory.mktemp("one-validation")
     for index in range(11):
-        images.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(200 + index, 96, 128))
+        outputs.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(200 + index, 96, 128))
     prepared = folder / "prepared"
     data.prepare(folder / "photos", prepared, embedder=None, size=64, progress=False, log=lambda m: None)
     # the split comes from each photo's hash; set it here so that exactly one photo validates

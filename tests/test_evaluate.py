@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from koala import color, evaluate, images, metrics, plots
+from koala import color, evaluate, images, metrics, outputs, plots
 from tests.conftest import make_photo
 
 
@@ -28,9 +28,9 @@ def mixed_folder(tmp_path_factory):
     """Five colourful photos, one grey photo and one broken file."""
     folder = tmp_path_factory.mktemp("evaluate_photos")
     for index in range(5):
-        images.write_image(folder / f"photo_{index}.jpg", make_photo(100 + index, 80 + 16 * index, 120))
+        outputs.write_image(folder / f"photo_{index}.jpg", make_photo(100 + index, 80 + 16 * index, 120))
     grey = color.grey_to_rgb(color.rgb_to_lightness(make_photo(7)))
-    images.write_image(folder / "grey.png", grey)
+    outputs.write_image(folder / "grey.png", grey)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return folder
 

@@ -1,4 +1,4 @@
-"""Unit tests of koala/images.py: safe reading, limits, orientation, atomic writes."""
+"""Unit tests of koala/images.py (safe reading, limits, orientation) and koala/outputs.py (atomic writes)."""
 
 import errno
 import io
@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from koala import images
+from koala import images, outputs
 from tests.conftest import make_photo
 from tests.make_bad_inputs import _jpeg_with_orientation, pixel_flood_png, quadrants
 
@@ -109,7 +109,7 @@ def test_the_time_limit_cannot_end_a_long_running_process():
     images.configure_imagemagick()
     assert limits["time"] >= 7 * 24 * 3600
     before = limits["time"]
-    images.read_image(images.encode_image(np.full((8, 8, 3), 50, np.uint8), "PNG"))
+    images.read_image(outputs.encode_image(np.full((8, 8, 3), 50, np.uint8), "PNG"))
     assert limits["time"] == before  # reading never touches it
 
 
@@ -119,7 +119,7 @@ def test_threads_reading_at_once_do_not_crash_the_process(tmp_path):
     import sys
 
     for index in range(16):
-        images.write_image(tmp_path / f"{index}.jpg", np.full((300, 400, 3), index * 10, np.uint8))
+        outputs.write_image(tmp_path / f"{index}.jpg", np.full((300, 400, 3), index * 10, np.uint8))
     script = (
         "import concurrent.futures, pathlib; from koala import images\n"
         f"paths = sorted(pathlib.Path({str(tmp_path)!r}).glob('*.jpg')) * 8\n"
@@ -208,7 +208,7 @@ def test_atomic_write_leaves_nothing_on_disk_full(tmp_path, monkeypatch):
     target = tmp_path / "out" / "result.png"
     simulate_full_disk(monkeypatch)
     with pytest.raises(images.ImageError, match="No space left on device") as caught:
-        images.write_image(target, make_photo(10, 20, 20))
+        outputs.write_image(target, make_photo(10, 20, 20))
     assert str(caught.value).startswith(str(target))
     monkeypatch.undo()
     assert list((tmp_path / "out").iterdir()) == []
@@ -216,11 +216,11 @@ def test_atomic_write_leaves_nothing_on_disk_full(tmp_path, monkeypatch):
 
 def test_atomic_write_keeps_the_old_file_when_the_new_one_fails(tmp_path, monkeypatch):
     target = tmp_path / "result.png"
-    images.write_image(target, make_photo(11, 20, 20))
+    outputs.write_image(target, make_photo(11, 20, 20))
     before = target.read_bytes()
     monkeypatch.setattr(os, "fsync", lambda descriptor: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
     with pytest.raises(images.ImageError, match="I/O error"):
-        images.write_image(target, make_photo(12, 20, 20))
+        outputs.write_image(target, make_photo(12, 20, 20))
     monkeypatch.undo()
     assert target.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["result.png"]

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from koala import cli, data, images
+from koala import cli, data, images, outputs
 from tests.conftest import make_photo
 
 TRAIN_ARGUMENTS = ["--no-fusion", "--batch-size", "2", "--samples-per-epoch", "2", "--no-augment"]
@@ -105,7 +105,7 @@ def test_kill_9_during_training_then_rerun_continues_from_the_last_epoch(prepare
 def test_kill_9_during_colorize_then_rerun_finishes_the_rest(tiny_model_dir, tmp_path):
     inputs, output, count = tmp_path / "inputs", tmp_path / "coloured", 40
     for index in range(count):
-        images.write_image(inputs / f"photo_{index:03d}.jpg", make_photo(100 + index, 48, 64))
+        outputs.write_image(inputs / f"photo_{index:03d}.jpg", make_photo(100 + index, 48, 64))
     arguments = ["colorize", inputs, "--output", output, "--model", tiny_model_dir]
 
     def finished():

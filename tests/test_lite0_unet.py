@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from koala import color, data, efficientnet_lite, feature_cache, images, lite0_unet
+from koala import color, data, efficientnet_lite, feature_cache, lite0_unet, outputs
+from koala.architectures import build_colorizer
 from koala.config import ColorizerConfig
-from koala.model import build_colorizer
 from koala.train import load_head, save_head, train
 from tests.conftest import make_photo
 
@@ -119,7 +119,7 @@ def test_adding_photos_computes_only_theirs_and_gives_the_cache_a_fresh_run_woul
     extra = tmp_path / "extra"
     extra.mkdir()
     for index in (40, 41):
-        images.write_image(extra / f"new_{index}.jpg", make_photo(index, 112, 128))
+        outputs.write_image(extra / f"new_{index}.jpg", make_photo(index, 112, 128))
     data.prepare(extra, grown, embedder=None, size=64, progress=False, log=lambda message: None)
     ids = [row["id"] for row in data.read_manifest(grown)]
     messages = []

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from koala import color, losses
+from koala.architectures import build_colorizer
 from koala.config import ColorizerConfig
-from koala.model import build_colorizer
 
 
 def test_in_gamut_bins_are_grid_points_inside_srgb():

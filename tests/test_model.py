@@ -3,8 +3,9 @@ import pytest
 
 import keras
 
+from koala.architectures import build_colorizer
 from koala.config import ColorizerConfig
-from koala.model import FusionLayer, build_colorizer
+from koala.fusion import FusionLayer
 
 
 def test_fusion_model_shapes_and_parameter_count():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from koala import images
+from koala import outputs
 from tests.conftest import make_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def scans(tmp_path):
     folder = tmp_path / "scans"
     for index, name in enumerate(("a.jpg", "b.jpg", "c.png", "old/d.jpg")):
         grey = make_photo(index, 64, 80).mean(axis=2).astype(np.uint8)
-        images.write_image(folder / name, np.repeat(grey[..., None], 3, axis=2))
+        outputs.write_image(folder / name, np.repeat(grey[..., None], 3, axis=2))
     return folder
 
 
@@ -155,7 +155,7 @@ def prepared_without_embeddings(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("newcomer")
     for index in range(12):
-        images.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(300 + index, 72, 96))
+        outputs.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(300 + index, 72, 96))
     data.prepare(folder / "photos", folder / "prepared", embedder=None, size=64, progress=False,
                  log=lambda message: None)
     return folder / "prepared"
@@ -223,7 +223,7 @@ def test_prepare_that_finds_nothing_usable_says_why(tmp_path):
     folder = tmp_path / "greys"
     for index in range(3):
         grey = make_photo(index, 64, 64).mean(axis=2).astype(np.uint8)
-        images.write_image(folder / f"grey_{index}.jpg", np.repeat(grey[..., None], 3, axis=2))
+        outputs.write_image(folder / f"grey_{index}.jpg", np.repeat(grey[..., None], 3, axis=2))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     result = run_koala("prepare", folder, tmp_path / "prepared", "--embedder", "none")
     assert result.returncode == 1
@@ -309,7 +309,7 @@ def prepared_with_validation(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("readable")
     for index in range(40):
-        images.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(500 + index, 72, 96))
+        outputs.write_image(folder / "photos" / f"photo_{index:02d}.jpg", make_photo(500 + index, 72, 96))
     data.prepare(folder / "photos", folder / "prepared", embedder=None, size=64, progress=False,
                  log=lambda message: None)
     splits = [row["split"] for row in data.read_manifest(folder / "prepared")]

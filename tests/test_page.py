@@ -8,7 +8,7 @@ import os
 import pytest
 from PIL import Image
 
-from koala import images
+from koala import outputs
 from tests.conftest import make_photo
 from tests.test_service import LiveServer
 
@@ -55,7 +55,7 @@ def page(browser):
 
 def test_choose_a_photo_compare_and_download(server, page, tmp_path):
     photo = tmp_path / "old photo.jpg"
-    photo.write_bytes(images.encode_image(make_photo(11, 180, 260), "JPEG"))
+    photo.write_bytes(outputs.encode_image(make_photo(11, 180, 260), "JPEG"))
     page.goto(server.url + "/")
     assert page.title().startswith("Koala")
 
@@ -91,7 +91,7 @@ def test_a_text_file_gets_its_reason_shown(server, page, tmp_path):
 
 def test_busy_is_shown_kindly_with_its_wait(server, page, tmp_path):
     photo = tmp_path / "photo.png"
-    photo.write_bytes(images.encode_image(make_photo(12, 64, 64), "PNG"))
+    photo.write_bytes(outputs.encode_image(make_photo(12, 64, 64), "PNG"))
     busy = '{"error": "busy", "reason": "The colouriser is busy, try again in 7 s.", "status": 503}'
     page.route("**/api/colorize", lambda route: route.fulfill(
         status=503, headers={"Retry-After": "7", "Content-Type": "application/json"}, body=busy))

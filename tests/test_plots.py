@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from koala import losses
+from koala.architectures import build_colorizer
 from koala.config import ColorizerConfig
-from koala.model import build_colorizer
 from koala.plots import architecture_figure, save_figure
 
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from koala import cli, color, data, images
+from koala import cli, color, data, images, outputs
 from tests.make_bad_inputs import TEST_MAX_PIXELS, make_corpus
 from tests.test_images import simulate_full_disk
 
@@ -236,14 +236,14 @@ def _make_read_only(folder: Path, monkeypatch) -> str:
         return "chmod"
     if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
         return "chattr"
-    real_mkstemp = images.tempfile.mkstemp
+    real_mkstemp = outputs.tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):
         if dir is not None and Path(dir) == folder:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         return real_mkstemp(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(images.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", mkstemp)
     return "simulated"
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from koala import images
+from koala import outputs
 from tests.conftest import make_photo
 
 pytestmark = pytest.mark.slow
@@ -159,7 +159,7 @@ def server(tiny_model_dir):
 
 
 def encoded(seed: int, height: int, width: int, image_format: str) -> bytes:
-    return images.encode_image(make_photo(seed, height, width), image_format, quality=95)
+    return outputs.encode_image(make_photo(seed, height, width), image_format, quality=95)
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -325,7 +325,7 @@ def test_page_and_static_files(server):
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for name in ("app.js", "style.css"):
         assert httpx.get(f"{server.url}/static/{name}").status_code == 200
-    assert_problem(httpx.get(server.url + "/static/../service.py"), 404)
+    assert_problem(httpx.get(server.url + "/static/../service/__init__.py"), 404)
     assert httpx.get(server.url + "/api/colorize").status_code == 405
 
 

@@ -63,6 +63,11 @@ def test_make_test_installs_the_rest():
     assert {"keras", "jax", "playwright", "pytest", "fastapi", "uvicorn", "httpx"} <= python
 
 
+def test_make_benchmarks_installs_what_the_benchmarks_import():
+    _, python = _installs(_dry_run("benchmarks"))
+    assert {"keras", "httpx", "pytest", "psutil"} <= python
+
+
 def _fake_commands(folder: Path, log: Path) -> None:
     """apt-get that records its arguments and finds the package lists locked on its first `update`; dpkg that
     knows no package; sudo that just runs the command."""
@@ -117,14 +122,17 @@ def test_apt_gives_up_on_other_errors_at_once(tmp_path):
 
 
 def test_every_data_folder_in_the_package_is_listed():
+    """Subpackages (koala/service) must be listed too; setuptools ships their modules without package-data."""
     tomllib = pytest.importorskip("tomllib")
 
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = set(settings["packages"])
     for folder in (ROOT / "koala").rglob("*"):
-        if folder.is_dir() and folder.name != "__pycache__":
+        if folder.is_dir() and "__pycache__" not in folder.parts:
             name = ".".join(folder.relative_to(ROOT).parts)
             assert name in packages, f"{name} is not in [tool.setuptools] packages: setuptools warns on install"
+            if (folder / "__init__.py").is_file():
+                continue
             patterns = settings["package-data"][name]
             for file in folder.iterdir():
                 assert any(file.match(pattern) for pattern in patterns), f"{file.name} would be left out"
@@ -152,6 +160,8 @@ def test_wheel_builds_without_warnings_and_ships_the_page(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for file in (ROOT / "koala" / "static").iterdir():
         assert f"koala/static/{file.name}" in names
+    for file in (ROOT / "koala" / "service").glob("*.py"):
+        assert f"koala/service/{file.name}" in names
 
 
 def test_serve_without_the_service_packages_says_what_to_install(tiny_model_dir):
