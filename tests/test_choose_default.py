@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from koala import images
+from koala import outputs
 from tests.conftest import make_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def folders(tmp_path_factory):
     for name, seeds in (("choose", range(4)), ("confirm", range(10, 13))):
         (root / name).mkdir()
         for seed in seeds:
-            images.write_image(root / name / f"photo_{seed}.png", make_photo(seed, 90 + 10 * seed % 40, 130))
+            outputs.write_image(root / name / f"photo_{seed}.png", make_photo(seed, 90 + 10 * seed % 40, 130))
     return root / "choose", root / "confirm"
 
 
