@@ -50,6 +50,7 @@ class Colorizer:
         edge_radius, edge_epsilon: how the predicted colour is enlarged to the photo's size (0: bilinear;
             above 0: following the photo's edges, see :func:`koala.color.edge_aware_ab`); default: the
             model's config.
+        flip_average: predict each photo and its mirror image and average the two (default: the model's config).
 
     Example::
 
@@ -65,6 +66,7 @@ class Colorizer:
         chroma_scale: float | None = None,
         edge_radius: int | None = None,
         edge_epsilon: float | None = None,
+        flip_average: bool | None = None,
     ):
         from koala.train import load_head
 
@@ -82,6 +84,7 @@ class Colorizer:
         if self.edge_radius < 0 or (self.edge_radius and self.edge_epsilon <= 0):
             raise ValueError(f"edge_radius must be 0 or more and edge_epsilon above 0, got {self.edge_radius} "
                              f"and {self.edge_epsilon}")
+        self.flip_average = self.config.flip_average if flip_average is None else flip_average
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder
@@ -90,13 +93,21 @@ class Colorizer:
             self.embedder = get_embedder(self.config.embedder, weights or None)
 
     def network_output(self, lightness: np.ndarray) -> np.ndarray:
-        """The network's raw output (ab, or class logits) for L* images (N, size, size) in 0..100."""
+        """The network's raw output (ab, or class logits) for L* images (N, size, size) in 0..100; with
+        ``flip_average``, the mean of the outputs for each image and its mirror image (mirrored back)."""
         l_norm = color.normalize_lightness(lightness)[..., None]
+        count = len(l_norm)
+        if self.flip_average:
+            l_norm = np.concatenate([l_norm, l_norm[:, :, ::-1]])
         if self.embedder is not None:
-            inputs = [l_norm, self.embedder.embed_lightness(lightness)]
+            embedding = self.embedder.embed_lightness(lightness)  # (a classifier's view barely changes in a mirror)
+            inputs = [l_norm, np.concatenate([embedding, embedding]) if self.flip_average else embedding]
         else:
             inputs = l_norm
-        return self.model.predict_on_batch(inputs)
+        output = np.asarray(self.model.predict_on_batch(inputs))
+        if self.flip_average:
+            output = 0.5 * (output[:count] + output[count:, :, ::-1])
+        return output
 
     def predict_ab(self, lightness: np.ndarray) -> np.ndarray:
         """Predict normalised ab (N, size, size, 2) for L* images (N, size, size) in 0..100."""

@@ -40,6 +40,8 @@ class ColorizerConfig:
     photo's edges (:func:`koala.color.edge_aware_ab`)."""
     edge_epsilon: float = 1e-3
     """Colouring, with ``edge_radius``: the guided filter's regularisation (larger: smoother colour)."""
+    flip_average: bool = False
+    """Colouring: average the prediction for the photo and for its mirror image (twice the network's work)."""
     image_size: int = 256
     # training
     rebalance: float = 0.5

@@ -2,12 +2,14 @@
 
     python scripts/default_figures.py models/default --out models/default/figures
     python scripts/default_figures.py models/default --out models/default/figures --data DATA --limit 200
+    python scripts/default_figures.py models/default --out models/default/figures --photos ~/.cache/koala-eval/test/sun
 
 Three-panel figures (original / colours removed / recoloured) of scikit-image's bundled colour photos
 (astronaut: NASA, public domain; coffee, chelsea: CC0; rocket: NASA, public domain), each titled with its PSNR
-gain over grey and colourfulness. With ``--data`` (a prepared set), ``colorfulness.png``: the histogram of the
-test photos' colourfulness, recoloured against true (no photo in it, so it can be committed; the test photos'
-terms forbid shipping them, so ``koala evaluate``'s best/worst grid stays in local reports).
+gain over grey and colourfulness. With ``--data`` (a prepared set's test split) or ``--photos`` (a folder of colour
+photos, scored at their own size), ``colorfulness.png``: the histogram of those photos' colourfulness, recoloured
+against true (no photo in it, so it can be committed; the test photos' terms forbid shipping them, so
+``koala evaluate``'s best/worst grid stays in local reports).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv=None) -> None:
     parser.add_argument("model", help="model folder")
     parser.add_argument("--out", required=True, help="folder for the figures")
     parser.add_argument("--data", default=None, help="prepared set whose test split gives colorfulness.png")
+    parser.add_argument("--photos", default=None, help="or a folder of colour photos, scored at their own size")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test photos")
     arguments = parser.parse_args(argv)
 
@@ -48,9 +51,10 @@ def main(argv=None) -> None:
         figure = plots.three_panel_figure(original, None, recoloured, title=title)
         plots.save_figure(figure, out / f"panel-{name}.png", dpi=80)
         print(f"{out / f'panel-{name}.png'}: {title}")
-    if arguments.data:
+    if arguments.data or arguments.photos:
         with tempfile.TemporaryDirectory() as report:
-            result = evaluate.evaluate(colorizer, arguments.data, split="test", limit=arguments.limit,
+            result = evaluate.evaluate(colorizer, arguments.photos or arguments.data, split="test",
+                                       full_size=bool(arguments.photos), limit=arguments.limit,
                                        report_dir=report, figure_limit=0, progress=False)
             outputs.write_bytes_atomic(out / "colorfulness.png", (Path(report) / "colorfulness.png").read_bytes())
             print(f"{out / 'colorfulness.png'}: {len(result.images)} test photos")
