@@ -1,6 +1,6 @@
 # Two commands on a fresh Debian/Ubuntu machine (root, or a user with sudo):
 #   make demo   install what colouring needs, then colour data/samples/ with the default model into output/samples/
-#   make test   install that and what the tests need too (the web service, a browser, NGINX, JAX), then run the tests
+#   make test   install that and what the tests need too (the web service, Dask, a browser, NGINX, JAX), then run the tests
 # (and `make benchmarks`: what the tests need plus requirements-benchmarks.txt, then benchmarks/run_all.py)
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,7 +26,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
-$(BIN)/.installed-test: $(BIN)/.installed requirements-serve.txt requirements-test.txt
+$(BIN)/.installed-test: $(BIN)/.installed requirements-serve.txt requirements-cluster.txt requirements-test.txt
 	$(BIN)/python -m pip install -q -r requirements-test.txt
 	touch $@
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("architectures", "full_resolution", "inference_throughput", "training_throughput", "prepare_throughput", "memory")
+BENCHMARKS = ("architectures", "full_resolution", "inference_throughput", "training_throughput", "prepare_throughput", "memory",
+              "scale_out")
 
 
 def main(argv=None) -> int:

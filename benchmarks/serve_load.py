@@ -132,16 +132,21 @@ class SlowSenders:
                     self.answers[status] = self.answers.get(status, 0) + 1
 
 
-def run_load(url: str, photo: bytes, requests: int, concurrency: int) -> dict:
+def run_load(url: str, photo: bytes, requests: int, concurrency: int, until_coloured: int | None = None,
+             pause_after_refusal: float = 0.0) -> dict:
+    """``requests`` uploads of ``photo``, ``concurrency`` at a time (or fewer: stop once ``until_coloured`` are
+    coloured); a client that is not answered 200 waits ``pause_after_refusal`` seconds before its next upload."""
     results: list[tuple[int | str, float]] = []
     lock = threading.Lock()
     remaining = iter(range(requests))
+    coloured = 0
 
     def worker() -> None:
+        nonlocal coloured
         with httpx.Client(timeout=300) as client:
             while True:
                 with lock:
-                    if next(remaining, None) is None:
+                    if next(remaining, None) is None or (until_coloured is not None and coloured >= until_coloured):
                         return
                 started = time.perf_counter()
                 try:
@@ -150,6 +155,9 @@ def run_load(url: str, photo: bytes, requests: int, concurrency: int) -> dict:
                     status = type(error).__name__
                 with lock:
                     results.append((status, time.perf_counter() - started))
+                    coloured += status == 200
+                if status != 200:
+                    time.sleep(pause_after_refusal)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]

@@ -20,6 +20,8 @@ from koala.config import CHROMA_SCALE_MAX, ColorizerConfig
 DEFAULTS = ColorizerConfig()
 SERVICE_PACKAGES = ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart")
 """Modules of requirements-serve.txt, which `make demo` does not install."""
+CLUSTER_PACKAGES = ("dask", "distributed")
+"""Modules of requirements-cluster.txt (``koala colorize --cluster``), which `make demo` does not install."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -384,6 +386,12 @@ def _add_colorize(subparsers) -> None:
     parser.add_argument("--edge-radius", type=non_negative_int, default=None,
                         help="0 enlarges the predicted colour smoothly; 1 or more makes its edges follow the "
                         "photo's (a guided filter of this radius at 256 px: fewer colour halos) (default: the model's)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run on a Dask cluster: a scheduler (tcp://host:8786) or local:N (N worker processes "
+                        "here); every worker must see the photos and --output at the same paths "
+                        "(pip install -r requirements-cluster.txt)")
+    parser.add_argument("--chunk-size", type=positive_int, default=8,
+                        help="with --cluster: photos per task (a lost worker's chunks run again elsewhere)")
     parser.set_defaults(handler=_run_colorize)
 
 
@@ -394,16 +402,20 @@ def _run_colorize(arguments) -> int:
     model = Path(arguments.model) if arguments.model else default_model_path()
     if not (model / "model.keras").is_file() and not (model.is_file() and model.suffix == ".keras"):
         raise FileNotFoundError(f"{model}: no model here (expected a folder with model.keras and config.json)")
-    import_backend()
-    from koala.colorize import Colorizer
+    settings = dict(model_path=model, embedder_weights=arguments.embedder_weights, temperature=arguments.temperature,
+                    chroma_scale=arguments.chroma_scale, edge_radius=arguments.edge_radius)
+    options = dict(output_format=arguments.format, overwrite=arguments.overwrite, reencode=arguments.reencode,
+                   progress=sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr))
+    if arguments.cluster:
+        from koala.cluster import colorize_on_cluster
 
-    colorizer = Colorizer(arguments.model, embedder_weights=arguments.embedder_weights,
-                          temperature=arguments.temperature, chroma_scale=arguments.chroma_scale,
-                          edge_radius=arguments.edge_radius)
-    results = colorizer.colorize_files(
-        arguments.inputs, arguments.output, output_format=arguments.format, overwrite=arguments.overwrite,
-        reencode=arguments.reencode, progress=sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr),
-    )
+        results = colorize_on_cluster(arguments.inputs, arguments.output, arguments.cluster, settings=settings,
+                                      chunk_size=arguments.chunk_size, **options)
+    else:
+        import_backend()
+        from koala.colorize import Colorizer
+
+        results = Colorizer(**settings).colorize_files(arguments.inputs, arguments.output, **options)
     done = sum(result.status == "done" for result in results)
     skipped = sum(result.status == "skipped" for result in results)
     failed = [result for result in results if result.status == "failed"]
@@ -454,10 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:
-        if error.name not in SERVICE_PACKAGES:
+        if error.name in SERVICE_PACKAGES:
+            needs, requirements = f"koala {arguments.command} needs the web service's packages", "requirements-serve.txt"
+        elif error.name in CLUSTER_PACKAGES:
+            needs, requirements = f"koala {arguments.command} --cluster needs Dask", "requirements-cluster.txt"
+        else:
             raise
-        print(f"error: koala {arguments.command} needs the web service's packages ({error.name} is not installed): "
-              "pip install -r requirements-serve.txt", file=sys.stderr)
+        print(f"error: {needs} ({error.name} is not installed): pip install -r {requirements}", file=sys.stderr)
         return 2
     except Exception as error:
         from koala.images import ImageError

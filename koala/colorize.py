@@ -234,23 +234,33 @@ class Colorizer:
         # one photo needs no bar (and a bar at 100 % over a photo that failed says the wrong thing)
         bar = tqdm(jobs, desc="colorize", unit="photo", disable=not progress or len(jobs) < 2)
         for source, target in bar:
-            if target.exists() and not overwrite:
-                results.append(ColorizeResult(str(source), str(target), "skipped"))
-                continue
-            try:
-                self.colorize_file(source, target, reencode=reencode)
-            except images.ImageError as error:
+            result = self.colorize_planned(source, target, overwrite=overwrite, reencode=reencode)
+            if result.status == "failed":
                 bar.clear()  # the error gets a line of its own, not the end of the progress bar's
-                message = str(error)
-                if error.source != str(source):  # a write failed: name the photo and the output
-                    message = f"{source}: could not write {error.source}: {error.reason}"
-                log(f"error: {message}")
-                results.append(ColorizeResult(str(source), None, "failed", message))
+                log(f"error: {result.error}")
                 failures += 1
                 bar.set_postfix(failed=failures)
-                continue
-            results.append(ColorizeResult(str(source), str(target), "done"))
+            results.append(result)
         return results
+
+    def colorize_planned(
+        self, source: str | os.PathLike, target: str | os.PathLike, *, overwrite: bool = False, reencode: bool = False
+    ) -> ColorizeResult:
+        """One photo of a folder run (a pair from :func:`plan_outputs`): skipped if its output exists (unless
+        ``overwrite``), else coloured and written atomically (:meth:`colorize_file`). A photo that cannot be read
+        or written is a "failed" result whose error names it, never an exception, so the run goes on.
+        """
+        target = Path(target)
+        if target.exists() and not overwrite:
+            return ColorizeResult(str(source), str(target), "skipped")
+        try:
+            self.colorize_file(source, target, reencode=reencode)
+        except images.ImageError as error:
+            message = str(error)
+            if error.source != str(source):  # a write failed: name the photo and the output
+                message = f"{source}: could not write {error.source}: {error.reason}"
+            return ColorizeResult(str(source), None, "failed", message)
+        return ColorizeResult(str(source), str(target), "done")
 
 
 def plan_outputs(

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ONLY = {"chromium", "nginx-light", "nginx", "jax", "jaxlib", "playwright", "pytest", "fastapi", "uvicorn",
-             "httpx", "hypothesis", "nbmake"}
+             "httpx", "hypothesis", "nbmake", "dask", "supervisor"}
 
 
 def _dry_run(target: str) -> str:
@@ -60,7 +60,7 @@ def test_make_demo_installs_only_what_colouring_needs():
 def test_make_test_installs_the_rest():
     system, python = _installs(_dry_run("test"))
     assert {"imagemagick", "libjpeg-turbo-progs", "chromium", "nginx-light"} <= system
-    assert {"keras", "jax", "playwright", "pytest", "fastapi", "uvicorn", "httpx"} <= python
+    assert {"keras", "jax", "playwright", "pytest", "fastapi", "uvicorn", "httpx", "dask", "supervisor"} <= python
 
 
 def test_make_benchmarks_installs_what_the_benchmarks_import():
