@@ -352,27 +352,6 @@ def join_grey_ab(grey: np.ndarray, ab_norm: np.ndarray, slope: np.ndarray | None
     return _join(height, width, lambda top, bottom: np.take(_FY_FROM_GREY_LUT, grey[top:bottom]), ab_norm, slope)
 
 
-SHARPEN_REFERENCE_CHROMA = 20.0
-"""The chroma (a*b* units) that :func:`sharpen_chroma` leaves unchanged."""
-
-
-def sharpen_chroma(ab_norm: np.ndarray, power: float, reference: float = SHARPEN_REFERENCE_CHROMA) -> np.ndarray:
-    """Raise predicted chroma to ``power`` around ``reference``, keeping each pixel's hue.
-
-    An MSE-trained colouriser predicts the mean of the colours a pixel could have: strong where they agree (grass,
-    sky, skin), weak where they differ (a car, a shirt). With ``power`` above 1 the strong colour grows and the
-    weak shrinks, so colour goes where the model is sure, without a boost that paints the unsure parts too.
-    ``chroma -> reference × (chroma / reference) ** power``; results are clipped to the network's range.
-    """
-    ab_norm = np.asarray(ab_norm, dtype=np.float32)
-    if power == 1.0:
-        return ab_norm
-    chroma = np.hypot(ab_norm[..., 0], ab_norm[..., 1])[..., None]
-    relative = chroma * (AB_SCALE / reference)
-    gain = np.power(np.maximum(relative, 1e-6), np.float32(power - 1.0))
-    return np.clip(ab_norm * gain, -1.0, 1.0).astype(np.float32)
-
-
 def _box_mean(planes: np.ndarray, radius: int) -> np.ndarray:
     """The mean over the (2 radius + 1)² window around each pixel of (h, w, C) planes, edges reflected."""
     from scipy.ndimage import uniform_filter

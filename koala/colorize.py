@@ -51,8 +51,6 @@ class Colorizer:
             above 0: following the photo's edges, see :func:`koala.color.edge_aware_ab`); default: the
             model's config.
         flip_average: predict each photo and its mirror image and average the two (default: the model's config).
-        chroma_power: above 1, strong predicted colour is strengthened and weak colour weakened
-            (:func:`koala.color.sharpen_chroma`; default: the model's config).
 
     Example::
 
@@ -69,7 +67,6 @@ class Colorizer:
         edge_radius: int | None = None,
         edge_epsilon: float | None = None,
         flip_average: bool | None = None,
-        chroma_power: float | None = None,
     ):
         from koala.train import load_head
 
@@ -88,9 +85,6 @@ class Colorizer:
             raise ValueError(f"edge_radius must be 0 or more and edge_epsilon above 0, got {self.edge_radius} "
                              f"and {self.edge_epsilon}")
         self.flip_average = self.config.flip_average if flip_average is None else flip_average
-        self.chroma_power = self.config.chroma_power if chroma_power is None else chroma_power
-        if not 0 < self.chroma_power <= 4:
-            raise ValueError(f"chroma_power must be above 0 and at most 4, got {self.chroma_power}")
         self.embedder = None
         if self.config.fusion:
             from koala.embedding import get_embedder
@@ -121,12 +115,7 @@ class Colorizer:
 
         lightness = np.asarray(lightness, dtype=np.float32)
         output = self.network_output(lightness)
-        ab = ab_from_output(output, self.config, lightness.shape[1:3], self.temperature, chroma_scale=1.0)
-        if self.chroma_power != 1.0:
-            ab = color.sharpen_chroma(ab, self.chroma_power)
-        if self.chroma_scale != 1.0:
-            ab = ab * np.float32(self.chroma_scale)
-        return ab
+        return ab_from_output(output, self.config, lightness.shape[1:3], self.temperature, self.chroma_scale)
 
     def colour_planes(self, small_lightness: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """What the joins take for one photo: the predicted ab (size, size, 2) and no slope, or, with

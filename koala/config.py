@@ -40,9 +40,6 @@ class ColorizerConfig:
     photo's edges (:func:`koala.color.edge_aware_ab`)."""
     edge_epsilon: float = 1e-3
     """Colouring, with ``edge_radius``: the guided filter's regularisation (larger: smoother colour)."""
-    chroma_power: float = 1.0
-    """Colouring: above 1, the predicted chroma is raised to this power around a reference chroma (strong colour,
-    where an MSE model is sure, gets stronger; weak colour, where it hedges, weaker): :func:`koala.color.sharpen_chroma`."""
     flip_average: bool = False
     """Colouring: average the prediction for the photo and for its mirror image (twice the network's work)."""
     image_size: int = 256

@@ -6,8 +6,7 @@
         --historic ../shared/data/historic --out models/comparison-full
 
 A candidate is a model folder with optional colouring settings after ``@``, comma-separated: ``S=`` chroma scale,
-``T=`` classification temperature, ``R=`` edge radius, ``E=`` edge epsilon, ``F=1`` flip averaging and ``P=`` chroma
-power
+``T=`` classification temperature, ``R=`` edge radius, ``E=`` edge epsilon and ``F=1`` flip averaging
 (``ColorizerConfig``; ``R=0`` enlarges the colour bilinearly). Every photo is coloured at its own size exactly as ``koala colorize`` colours it (colour
 predicted at the network's size, enlarged, joined with the photo's full-resolution lightness) and scored against
 its true colours beside the grey baseline (the same lightness, no colour). The network runs once per photo and
@@ -36,8 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SETTINGS = {"S": "chroma_scale", "T": "temperature", "R": "edge_radius", "E": "edge_epsilon", "F": "flip_average",
-            "P": "chroma_power"}
+SETTINGS = {"S": "chroma_scale", "T": "temperature", "R": "edge_radius", "E": "edge_epsilon", "F": "flip_average"}
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:

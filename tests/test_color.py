@@ -104,18 +104,3 @@ def test_edge_aware_colour_with_no_slope_is_the_plain_join():
         color.edge_aware_ab(flat, ab, radius=0, epsilon=1e-3)
     with pytest.raises(ValueError, match="differ"):
         color.join_lightness_ab(lightness, ab, np.zeros((8, 8, 2), np.float32))
-
-
-def test_sharpen_chroma_strengthens_strong_colour_and_weakens_weak_keeping_hue():
-    reference = color.SHARPEN_REFERENCE_CHROMA
-    hues = np.radians([30.0, 160.0, 250.0])
-    chromas = np.array([reference / 2, reference, reference * 2])
-    ab = np.stack([np.cos(hues) * chromas, np.sin(hues) * chromas], axis=-1) / color.AB_SCALE
-    sharpened = color.sharpen_chroma(ab.astype(np.float32), 1.5)
-    new_chroma = np.hypot(sharpened[..., 0], sharpened[..., 1]) * color.AB_SCALE
-    np.testing.assert_allclose(new_chroma, [reference / 2 / np.sqrt(2), reference, reference * 2 * np.sqrt(2)], rtol=1e-4)
-    np.testing.assert_allclose(np.arctan2(sharpened[..., 1], sharpened[..., 0]), np.arctan2(ab[..., 1], ab[..., 0]),
-                               atol=1e-5)
-    np.testing.assert_array_equal(color.sharpen_chroma(ab.astype(np.float32), 1.0), ab.astype(np.float32))
-    assert np.abs(color.sharpen_chroma(np.array([[0.9, 0.9]], np.float32), 3.0)).max() <= 1.0
-    assert np.all(np.isfinite(color.sharpen_chroma(np.zeros((2, 2), np.float32), 2.0)))
