@@ -112,3 +112,12 @@ def test_edge_radius_changes_only_how_the_colour_is_enlarged(tiny_model_dir):
     assert colorizer.colorize_batch([photo])[0].tobytes() == guided.tobytes()
     with pytest.raises(ValueError, match="edge_radius"):
         Colorizer(tiny_model_dir, edge_radius=-1)
+
+
+def test_flip_average_is_the_mean_of_the_photo_and_its_mirror_image(tiny_model_dir):
+    lightness = np.random.default_rng(5).uniform(10, 90, (2, 256, 256)).astype(np.float32)
+    plain = Colorizer(tiny_model_dir)
+    averaged = Colorizer(tiny_model_dir, flip_average=True)
+    direct, mirrored = plain.network_output(lightness), plain.network_output(lightness[:, :, ::-1].copy())
+    np.testing.assert_allclose(averaged.network_output(lightness), 0.5 * (direct + mirrored[:, :, ::-1]), atol=1e-5)
+    assert np.abs(direct - mirrored[:, :, ::-1]).max() > 1e-3  # (the mirror image is a second opinion)
