@@ -45,6 +45,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
                         help="open connections beyond which every request gets 503 at once")
     parser.add_argument("--embedder-weights", default=None, help="override the embedder weights (e.g. a local .h5)")
+    parser.add_argument("--nice-when-ready", type=int, default=0, choices=range(0, 20), metavar="N",
+                        help="once the model is loaded, lower this process's CPU priority by N (0-19): a replica "
+                        "that is starting beside others then gets the CPU first")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="do not log each request (the access log never has image data in it)")
@@ -71,6 +74,7 @@ def run_serve(arguments) -> int:
             upload_grace_s=arguments.upload_grace, body_timeout_s=arguments.body_timeout,
             header_timeout_s=arguments.header_timeout, keep_alive_s=arguments.keep_alive,
             max_connections=arguments.max_connections, embedder_weights=arguments.embedder_weights,
+            nice_when_ready=arguments.nice_when_ready,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -688,3 +688,28 @@ def test_a_multi_page_tiff_beyond_the_image_memory_gives_its_first_page(server):
     response = httpx.post(server.url + "/api/colorize?format=png", content=buffer.getvalue(), timeout=120)
     assert response.status_code == 200, response.text
     assert open_image(response.content).size == (4000, 4000)
+
+
+def test_nice_when_ready_lowers_every_threads_priority():
+    """A replica that has loaded its model gives way to one that is starting (serve-replicas uses --nice-when-ready 5)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, threading, time\n"
+        "from koala.service.endpoints import lower_priority\n"
+        "stop = threading.Event()\n"
+        "threads = [threading.Thread(target=stop.wait) for _ in range(3)]\n"
+        "[thread.start() for thread in threads]\n"
+        "before = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir('/proc/self/task')}\n"
+        "lower_priority(3)\n"
+        "after = {t: os.getpriority(os.PRIO_PROCESS, t) for t in before}\n"
+        "late = []\n"
+        "thread = threading.Thread(target=lambda: late.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))\n"
+        "thread.start(); thread.join(); stop.set()\n"
+        "print(len(before), all(after[t] == min(before[t] + 3, 19) for t in before), late[0] == min(before[threading.main_thread().native_id] + 3, 19))\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    threads, all_lowered, inherited = finished.stdout.split()
+    assert int(threads) >= 4 and all_lowered == "True" and inherited == "True"

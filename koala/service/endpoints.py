@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -64,6 +65,8 @@ class KoalaService:
         warm_seconds = time.perf_counter() - started
         self.admission = Admission(self.settings.workers, self.settings.queue, initial_seconds=max(0.5, warm_seconds))
         self.executor = concurrent.futures.ThreadPoolExecutor(self.settings.workers, thread_name_prefix="koala-worker")
+        if self.settings.nice_when_ready:
+            lower_priority(self.settings.nice_when_ready)
         self.started = True
         logger.info(
             "ready: %d worker(s), queue %d, upload limit %s, pixel limit %.0f MP, ImageMagick disk limit %d",
@@ -217,6 +220,17 @@ class KoalaService:
 
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
                             headers={"Cache-Control": "max-age=86400"})
+
+
+def lower_priority(increment: int) -> None:
+    """Raise the nice value of every thread of this process by ``increment`` (on Linux a nice value belongs to a
+    thread, and the model's compute threads already exist); threads started later inherit it."""
+    for task in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+        thread = int(task)
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + increment)
+        except OSError:  # a thread that ended meanwhile
+            pass
 
 
 async def _client_gone(request) -> None:

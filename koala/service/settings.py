@@ -34,6 +34,9 @@ class ServiceSettings:
         max_connections: open connections (and requests) beyond which the server answers 503 at once.
         jpeg_quality: quality of JPEG answers.
         embedder_weights: override the embedder weights recorded in the model's config.
+        nice_when_ready: once the model is loaded, lower the process's CPU priority by this much (every thread),
+            so that on a machine shared with other replicas a replica that is starting, say after a crash, gets
+            the CPU first and is back sooner (``deploy/serve-replicas`` uses 5).
     """
 
     model_path: str | None = None
@@ -50,6 +53,7 @@ class ServiceSettings:
     max_connections: int = 100
     jpeg_quality: int = 92
     embedder_weights: str | None = None
+    nice_when_ready: int = 0
 
     def __post_init__(self):
         if self.workers < 1:
