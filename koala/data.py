@@ -340,6 +340,17 @@ def _py_dataset_base():
     return keras.utils.PyDataset
 
 
+def epoch_order(count: int, epoch: int, seed: int, shuffle: bool, samples_per_epoch: int = 0) -> np.ndarray:
+    """Positions in a split of ``count`` photos, in the order ``epoch`` takes them; a function of (seed, epoch)
+    alone, so a resumed run gets the batches an uninterrupted one would have had. In order without ``shuffle``;
+    else a permutation, or with ``samples_per_epoch`` that many photos drawn with replacement."""
+    drawn = samples_per_epoch or count
+    if not shuffle:
+        return np.arange(drawn) % max(1, count)
+    generator = np.random.default_rng([seed, epoch])
+    return generator.integers(0, count, size=drawn) if samples_per_epoch else generator.permutation(count)
+
+
 class ColorDataset(_py_dataset_base()):
     """Stream batches of a prepared split from disk: ``((lightness, embedding), ab)`` or ``(lightness, ab)``.
 
@@ -392,15 +403,9 @@ class ColorDataset(_py_dataset_base()):
         self._orders: dict[int, np.ndarray] = {}
 
     def order_for(self, epoch: int) -> np.ndarray:
-        """The order of images in ``epoch``: a function of (seed, epoch) alone."""
+        """The order of images in ``epoch``: a function of (seed, epoch) alone (:func:`epoch_order`)."""
         if epoch not in self._orders:
-            count = self.samples_per_epoch or len(self.ids)
-            if not self.shuffle:
-                order = np.arange(count) % max(1, len(self.ids))
-            elif self.samples_per_epoch:
-                order = np.random.default_rng([self.seed, epoch]).integers(0, len(self.ids), size=count)
-            else:
-                order = np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
+            order = epoch_order(len(self.ids), epoch, self.seed, self.shuffle, self.samples_per_epoch)
             self._orders = {key: value for key, value in self._orders.items() if key >= epoch - 1}
             self._orders[epoch] = order
         return self._orders[epoch]

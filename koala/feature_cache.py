@@ -193,13 +193,8 @@ class FeatureDataset(_py_dataset_base()):
         return self.batches_per_epoch
 
     def order_for(self, epoch: int) -> np.ndarray:
-        """The order of the split's photos in ``epoch``, a function of (seed, epoch) alone: a permutation, or
-        with ``samples_per_epoch`` (and shuffling) that many photos drawn with replacement."""
-        if not self.shuffle:
-            return np.arange(self.samples_per_epoch or len(self.rows)) % max(1, len(self.rows))
-        if self.samples_per_epoch:
-            return np.random.default_rng([self.seed, epoch]).integers(0, len(self.rows), size=self.samples_per_epoch)
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+        """The order of the split's photos in ``epoch`` (:func:`koala.data.epoch_order`)."""
+        return data.epoch_order(len(self.rows), epoch, self.seed, self.shuffle, self.samples_per_epoch)
 
     def load_batch(self, index: int, epoch: int = 0):
         positions = np.sort(self.order_for(epoch)[index * self.batch_size : (index + 1) * self.batch_size])
