@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,20 @@ class ColorizeResult:
     output: str | None
     status: str  # "done", "skipped" (already there) or "failed"
     error: str | None = None
+
+
+@dataclasses.dataclass
+class PendingPhoto:
+    """A photo read for colouring and waiting for its colour (the stages of a file's colouring, so that a folder
+    run can read some photos while the network colours others).
+
+    ``lightness``: what the network sees, L* (size, size) in 0..100. ``finish(ab, slope)``: the output file's
+    bytes once the colour planes are known (:meth:`Colorizer.colour_planes`); it holds the decoded photo (or the
+    grey JPEG's scan) until then.
+    """
+
+    lightness: np.ndarray
+    finish: Callable[[np.ndarray, np.ndarray | None], bytes]
 
 
 class Colorizer:
@@ -161,15 +176,33 @@ class Colorizer:
         loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead, with
         L* exactly the photo's own.
         """
-        output_format = outputs.format_for_path(output)
+        pending = self.begin_file(source, outputs.format_for_path(output), quality=quality, reencode=reencode)
+        outputs.write_bytes_atomic(output, pending.finish(*self.colour_planes_batch([pending.lightness])[0]))
+
+    def begin_file(
+        self, source: str | os.PathLike, output_format: str, quality: int = 95, reencode: bool = False
+    ) -> PendingPhoto:
+        """Read a photo for :meth:`colorize_file`'s output in ``output_format`` ("JPEG", "PNG", ...): the
+        first stage, before the network (see :class:`PendingPhoto`). Raises :class:`images.ImageError`."""
         data = images.read_file_bytes(source)
         if output_format == "JPEG" and not reencode:
-            coloured = self.colour_jpeg_keeping_luma(data, quality, name=str(source))
-            if coloured is not None:
-                outputs.write_bytes_atomic(output, coloured)
-                return
-        result = self.colorize(images.read_image(data, name=str(source), keep_grey=True))
-        outputs.write_image(output, result, quality=quality)
+            pending = self._begin_jpeg_keeping_luma(data, quality, name=str(source))
+            if pending is not None:
+                return pending
+        array = images.read_image(data, name=str(source), keep_grey=True)
+        small = color.rgb_to_lightness(images.resize_exact(array, self.size))
+
+        def finish(ab: np.ndarray, slope: np.ndarray | None) -> bytes:
+            return outputs.encode_image(_join(array, ab, slope), output_format, quality=quality)
+
+        return PendingPhoto(small, finish)
+
+    def colour_planes_batch(self, lightness: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The network's colour for several photos' ``PendingPhoto.lightness`` at once, as the planes each
+        ``finish`` takes."""
+        stacked = np.stack(lightness).astype(np.float32, copy=False)
+        ab = self.predict_ab(stacked)
+        return [self.colour_planes(stacked[index], ab[index]) for index in range(len(stacked))]
 
     def colour_jpeg_keeping_luma(
         self, data: bytes, quality: int = 95, name: str | None = None, max_pixels: int | None = None
@@ -183,6 +216,14 @@ class Colorizer:
         (their luma Y' is a different grey). Only reduced copies are decoded, by the ordinary reader (size
         limits, damage checks), at the smallest JPEG scale that still covers the network's input.
         """
+        pending = self._begin_jpeg_keeping_luma(data, quality, name, max_pixels)
+        if pending is None:
+            return None
+        return pending.finish(*self.colour_planes_batch([pending.lightness])[0])
+
+    def _begin_jpeg_keeping_luma(
+        self, data: bytes, quality: int = 95, name: str | None = None, max_pixels: int | None = None
+    ) -> PendingPhoto | None:
         from koala.data import monochrome_reason
 
         max_pixels = images.MAX_PIXELS if max_pixels is None else max_pixels
@@ -202,9 +243,11 @@ class Colorizer:
         if small.ndim == 3:  # a one-component JPEG decodes to equal channels
             small = np.ascontiguousarray(small[..., 0])
         lightness = color.rgb_to_lightness(images.resize_exact(small, self.size))
-        ab = self.predict_ab(lightness[None])[0]
-        cb, cr = jpeg_luma.chroma_small(small, *self.colour_planes(lightness, ab))
-        return jpeg_luma.colour_jpeg(grey, cb, cr, quality)
+
+        def finish(ab: np.ndarray, slope: np.ndarray | None) -> bytes:
+            return jpeg_luma.colour_jpeg(grey, *jpeg_luma.chroma_small(small, ab, slope), quality)
+
+        return PendingPhoto(lightness, finish)
 
     def colorize_files(
         self,

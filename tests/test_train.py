@@ -109,3 +109,28 @@ def test_a_new_output_head_starts_from_every_other_layer_of_the_model_it_fine_tu
     for name in ("fusion_mix", "stage7_block1_project_convolution", "decoder_4_batch_normalization"):
         for copied, original in zip(target.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
             np.testing.assert_array_equal(copied, original)
+
+
+def test_class_weights_read_an_even_sample_of_a_large_split(tmp_path, monkeypatch):
+    """Rebalancing counts the ab classes of at most ``sample`` images, spread over the whole split, and the
+    weights are kept in the run folder (a resumed run reads none)."""
+    import types
+
+    from koala import train as train_module
+
+    read = []
+
+    def fake_image(prepared, index):
+        read.append(index)
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        rgb[..., 0] = 200 if index % 2 else 30
+        return rgb
+
+    monkeypatch.setattr(train_module.data, "load_prepared_image", fake_image)
+    split = types.SimpleNamespace(prepared=None, ids=list(range(100, 200)))
+    weights = train_module.class_weights_for(split, tmp_path, log=lambda message: None, sample=10)
+    assert len(read) == 10 and read[0] == 100 and read[-1] == 199 and len(set(read)) == 10
+    assert (tmp_path / "class_weights.npy").exists() and np.isfinite(weights).all()
+    read.clear()
+    again = train_module.class_weights_for(split, tmp_path, log=lambda message: None, sample=10)
+    assert read == [] and np.array_equal(again, weights)
