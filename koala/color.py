@@ -457,6 +457,30 @@ def join_grey_offsets(grey: np.ndarray, ab_norm: np.ndarray, slope: np.ndarray |
     return _add_offsets_16bit(grey, offsets)
 
 
+def grey_with_lightness(rgb: np.ndarray) -> np.ndarray:
+    """The uint8 neutral grey levels (H, W) with the L* of a uint8 sRGB photo (H, W, 3): what a colour photo is
+    coloured from (its luminance, by three table look-ups, and back to an sRGB level by a fourth)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    height, width = rgb.shape[:2]
+    out = np.empty((height, width), dtype=np.uint8)
+    scale = np.float32(_LINEAR_STEPS)
+
+    def band(top: int, bottom: int) -> None:
+        pixels = rgb[top:bottom]
+        luminance = _LUMINANCE_LUTS[0][pixels[..., 0]]
+        luminance += _LUMINANCE_LUTS[1][pixels[..., 1]]
+        luminance += _LUMINANCE_LUTS[2][pixels[..., 2]]
+        luminance *= scale
+        luminance += 0.5
+        np.clip(luminance, 0.0, _LINEAR_STEPS, out=luminance)
+        out[top:bottom] = np.take(_LINEAR_TO_SRGB8_LUT, luminance.astype(np.uint16))
+
+    _for_row_bands(height, width, band)
+    return out
+
+
 def _enlarge_plane(plane: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Bilinear enlargement to ``size`` (width, height); past twice the plane's size, bilinear to half of
     ``size`` and then each pixel doubled (a third of the time; the planes are smooth at this scale)."""

@@ -21,12 +21,21 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def encode_image(rgb: np.ndarray, image_format: str, quality: int = 95) -> bytes:
-    """Encode a uint8 RGB array as JPEG, PNG, TIFF or WebP bytes, in memory.
+PNG_COMPRESS_LEVEL = 1
+"""zlib level for PNG outputs: a 12 MP colourised scan takes about a third of the time of level 3 and ... % more
+bytes (benchmarks/README.md, "PNG and TIFF outputs")."""
 
-    Encoding uses Pillow, not ImageMagick: our own pixels need no defensive decoder, and ImageMagick 6
-    under Debian's memory policy with the disk cache off aborts the whole process (a C assertion, not an
-    exception) when asked to encode images above about 35 MP.
+TIFF_DEFLATE_LEVEL = 1
+"""Deflate at zlib level 1 with horizontal differencing (the TIFF predictor), for 8- and 16-bit TIFF outputs."""
+
+
+def encode_image(rgb, image_format: str, quality: int = 95) -> bytes:
+    """Encode an RGB image as JPEG, PNG, TIFF or WebP bytes, in memory: a uint8 array (H, W, 3), a Pillow RGB
+    image, or for TIFF a uint16 array (H, W, 3) (16-bit colour, for 16-bit masters).
+
+    Encoding uses Pillow (TIFF: tifffile), not ImageMagick: our own pixels need no defensive decoder, and
+    ImageMagick 6 under Debian's memory policy with the disk cache off aborts the whole process (a C assertion,
+    not an exception) when asked to encode images above about 35 MP.
     """
     import io
 
@@ -35,12 +44,35 @@ def encode_image(rgb: np.ndarray, image_format: str, quality: int = 95) -> bytes
     image_format = image_format.upper().replace("JPG", "JPEG")
     if image_format not in ("JPEG", "PNG", "TIFF", "WEBP"):
         raise ValueError(f"cannot write format {image_format!r}")
+    if image_format == "TIFF":
+        return _encode_tiff(rgb)
+    if not isinstance(rgb, PILImage.Image):
+        rgb = PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    if rgb.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {rgb.mode}")
     options = {"quality": quality} if image_format in ("JPEG", "WEBP") else {}
     # JPEG keeps Pillow's 4:2:0 chroma subsampling: our colour is upsampled from 256 px anyway.
     if image_format == "PNG":
-        options["compress_level"] = 3  # fast: large scans, and a few % bigger files at most
+        options["compress_level"] = PNG_COMPRESS_LEVEL
     buffer = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, format=image_format, **options)
+    rgb.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _encode_tiff(rgb) -> bytes:
+    import io
+
+    import tifffile
+
+    array = np.asarray(rgb)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected a uint8 or uint16 RGB image (H, W, 3), got {array.dtype} {array.shape}")
+    buffer = io.BytesIO()
+    # strips of about 256 KiB each, so a reader can decode part of a large scan
+    rows = max(1, (1 << 18) // (array.shape[1] * array.itemsize * 3))
+    tifffile.imwrite(buffer, np.ascontiguousarray(array), photometric="rgb", compression="zlib",
+                     compressionargs={"level": TIFF_DEFLATE_LEVEL},
+                     predictor=True, rowsperstrip=rows, metadata=None)
     return buffer.getvalue()
 
 
