@@ -189,11 +189,12 @@ class Colorizer:
             pending = self._begin_jpeg_keeping_luma(data, quality, name=str(source))
             if pending is not None:
                 return pending
-        array = images.read_image(data, name=str(source), keep_grey=True)
-        small = color.rgb_to_lightness(images.resize_exact(array, self.size))
+        array = images.read_image(data, name=str(source), keep_grey=True, keep_depth=output_format == "TIFF")
+        grey = array if array.ndim == 2 else color.grey_with_lightness(array)
+        small = color.rgb_to_lightness(images.resize_exact(_eight_bit(grey), self.size))
 
         def finish(ab: np.ndarray, slope: np.ndarray | None) -> bytes:
-            return outputs.encode_image(_join(array, ab, slope), output_format, quality=quality)
+            return outputs.encode_image(color.join_grey_offsets(grey, ab, slope), output_format, quality=quality)
 
         return PendingPhoto(small, finish)
 
@@ -348,14 +349,21 @@ def plan_outputs(
     return planned
 
 
+OUTPUT_FORMATS = ("auto", "jpg", "png", "tiff")
+"""``--format`` choices: auto keeps JPEG as JPEG and TIFF as TIFF, and writes PNG for the rest."""
+
+
 def _output_suffix(source: Path, output_format: str) -> str:
+    suffix = source.suffix.lower()
     if output_format == "auto":
-        return ".jpg" if source.suffix.lower() in (".jpg", ".jpeg") else ".png"
+        return ".jpg" if suffix in (".jpg", ".jpeg") else ".tif" if suffix in (".tif", ".tiff") else ".png"
     if output_format in ("jpg", "jpeg"):
         return ".jpg"
     if output_format == "png":
         return ".png"
-    raise ValueError(f"unknown output format {output_format!r} (auto, jpg or png)")
+    if output_format in ("tif", "tiff"):
+        return ".tif"
+    raise ValueError(f"unknown output format {output_format!r} (auto, jpg, png or tiff)")
 
 
 def remove_stale_partials(output_dir: Path) -> None:
@@ -367,6 +375,13 @@ def remove_stale_partials(output_dir: Path) -> None:
             partial.unlink()
         except OSError:
             pass
+
+
+def _eight_bit(grey: np.ndarray) -> np.ndarray:
+    """A uint8 copy of 16-bit grey levels (rounded as ImageMagick does); uint8 ones as they are."""
+    if grey.dtype == np.uint8:
+        return grey
+    return ((grey.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _resize_lightness(lightness: np.ndarray, size: int) -> np.ndarray:
