@@ -182,3 +182,16 @@ def test_koala_colorize_format_tiff(tiny_model_dir, tmp_path, capsys):
     assert status == 0, capsys.readouterr()
     written = tifffile.imread(tmp_path / "out" / "photo.tif")
     assert written.dtype == np.uint8 and written.shape == (50, 70, 3)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (600, 7), (70, 333)])
+def test_fast_png_writer_round_trips_through_pillow_and_imagemagick(shape):
+    rgb = make_photo(15, *shape) if min(shape) > 1 else np.random.default_rng(16).integers(0, 256, (*shape, 3),
+                                                                                             dtype=np.uint8)
+    data = outputs.encode_image(rgb, "PNG")
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        np.testing.assert_array_equal(np.asarray(opened), rgb)
+    np.testing.assert_array_equal(_magick(data), rgb)  # libpng checks every CRC and the Adler-32
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(outputs.encode_image(Image.fromarray(rgb), "PNG")))),
+                                  rgb)
