@@ -7,6 +7,10 @@ How a photo is coloured::
                                                                         -> ab resized to full size
                      -> join(full L*, ab) -> colour photo, same size and orientation
 
+Files (``colorize_file``, folder runs) join cheaply: the colour is joined in Lab on a copy reduced to about 640 px
+and added to the full-resolution grey as offsets (:func:`koala.color.join_grey_offsets`); grey JPEGs written as
+JPEG keep their luma scan (:mod:`koala.jpeg_luma`).
+
 A colour photo is treated as grey: only its lightness is used.
 """
 
@@ -173,8 +177,12 @@ class Colorizer:
 
         A black-and-white JPEG written as JPEG keeps its own luma data unchanged, coefficient for coefficient
         (:meth:`colour_jpeg_keeping_luma`: about 3× faster for large grey scans, and no second round of JPEG
-        loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead, with
-        L* exactly the photo's own.
+        loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead.
+
+        Re-encoded photos are joined with their colour by :func:`color.join_grey_offsets` (colour computed on a
+        reduced copy, added to the full-resolution grey: L* within about a tenth of a unit of the photo's on
+        average); a colour photo is first made the grey with its L* (:func:`color.grey_with_lightness`). A 16-bit
+        grey photo written as TIFF keeps its 16 bits: the output is 16-bit colour.
         """
         pending = self.begin_file(source, outputs.format_for_path(output), quality=quality, reencode=reencode)
         outputs.write_bytes_atomic(output, pending.finish(*self.colour_planes_batch([pending.lightness])[0]))
@@ -183,7 +191,10 @@ class Colorizer:
         self, source: str | os.PathLike, output_format: str, quality: int = 95, reencode: bool = False
     ) -> PendingPhoto:
         """Read a photo for :meth:`colorize_file`'s output in ``output_format`` ("JPEG", "PNG", ...): the
-        first stage, before the network (see :class:`PendingPhoto`). Raises :class:`images.ImageError`."""
+        first stage, before the network (see :class:`PendingPhoto`). Raises :class:`images.ImageError`.
+
+        The pending photo holds the decoded grey (uint8, or uint16 for a 16-bit master bound for TIFF) until
+        ``finish``."""
         data = images.read_file_bytes(source)
         if output_format == "JPEG" and not reencode:
             pending = self._begin_jpeg_keeping_luma(data, quality, name=str(source))

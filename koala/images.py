@@ -21,6 +21,12 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   256 MiB is 15 MP); one that could never fit is decoded by Pillow instead, after ImageMagick has read and
   checked its header.
 
+Plain PNGs and TIFFs (8-bit RGB, 8- or 16-bit grey, no transparency or palette, common lossless compressions)
+are decoded by Pillow instead (:func:`_read_with_pillow`: 3 to 8 times faster), after the same sniffing and with the
+same limits (:data:`MAX_SIDE`, the pixel limit, and :data:`MAGICK_LIMITS`' width, height, area and memory, checked
+on the header); anything Pillow has the least trouble with is handed to ImageMagick, which decodes it or reports
+the damage in its words. ``keep_depth`` keeps a 16-bit grey photo's 16 bits (archive masters written as TIFF).
+
 Every failure is an :class:`ImageError` naming the file and the reason. Writing results (atomically) is
 :mod:`koala.outputs`'s.
 """
