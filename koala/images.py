@@ -453,7 +453,7 @@ def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, ke
             warnings.simplefilter("ignore")  # Pillow's own bomb warning: the limits are checked here
             with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
                 mode, (width, height) = picture.mode, picture.size
-                if not _pillow_can_read(picture, image_format):
+                if not _pillow_can_read(picture, image_format, data):
                     return None
                 bytes_per_pixel = 4 if mode == "RGB" else 2 if mode.startswith("I") else 1
                 if (width <= 0 or height <= 0 or width > MAGICK_LIMITS["width"] or height > MAGICK_LIMITS["height"]
@@ -483,12 +483,12 @@ def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, ke
     return pixels
 
 
-def _pillow_can_read(picture, image_format: str) -> bool:
+def _pillow_can_read(picture, image_format: str, data: bytes) -> bool:
     """Whether ``picture`` (opened, not loaded) is a plain image that :func:`_read_with_pillow` decodes."""
     if picture.mode not in ("L", "RGB", "I;16", "I;16B", "I") or "transparency" in picture.info:
         return False
-    if image_format == "PNG":
-        return True
+    if image_format == "PNG":  # 8-bit grey or RGB, 16-bit grey (IHDR's bit depth and colour type)
+        return data[12:16] == b"IHDR" and (data[24], data[25]) in ((8, 0), (16, 0), (8, 2))
     tags = picture.tag_v2
     bits = tags.get(258, (8,))
     bits = tuple(bits) if isinstance(bits, (tuple, list)) else (bits,)

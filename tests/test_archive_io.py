@@ -164,11 +164,16 @@ def test_file_outputs_keep_the_lightness_of_grey_and_colour_photos(colorizer, tm
         assert error < 1.0, name
 
 
-def test_format_tiff_and_auto_keeping_tiff(tmp_path):
+def test_format_tiff_and_auto_keeping_tiff(tmp_path, monkeypatch):
+    from koala import colorize
+
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.tif", "b.TIFF", "c.png", "d.jpg"):
         (folder / name).write_bytes(b"")
+    auto = {source.name: target.name for source, target in plan_outputs([folder], tmp_path / "out")}
+    assert auto == {"a.tif": "a.png", "b.TIFF": "b.png", "c.png": "c.png", "d.jpg": "d.jpg"}
+    monkeypatch.setattr(colorize, "AUTO_KEEPS_TIFF", True)
     auto = {source.name: target.name for source, target in plan_outputs([folder], tmp_path / "out")}
     assert auto == {"a.tif": "a.tif", "b.TIFF": "b.tif", "c.png": "c.png", "d.jpg": "d.jpg"}
     tiff = {source.name: target.name for source, target in plan_outputs([folder], tmp_path / "out", "tiff")}
@@ -195,3 +200,19 @@ def test_fast_png_writer_round_trips_through_pillow_and_imagemagick(shape):
     np.testing.assert_array_equal(_magick(data), rgb)  # libpng checks every CRC and the Adler-32
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(outputs.encode_image(Image.fromarray(rgb), "PNG")))),
                                   rgb)
+
+
+def test_other_pngs_are_left_to_imagemagick():
+    from wand.image import Image as WandImage
+
+    rgb = make_photo(17, 20, 30)
+    for mode in ("1", "P", "LA", "RGBA"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buffer, "PNG")
+        data = buffer.getvalue()
+        assert images._read_with_pillow(data, "x", "PNG", 10**6, True, False) is None, mode
+    with WandImage.from_array(rgb.astype(np.uint16) * 257, channel_map="RGB", storage="short") as picture:
+        picture.format, picture.depth = "PNG", 16
+        deep = picture.make_blob()
+    assert images._read_with_pillow(deep, "x", "PNG", 10**6, True, False) is None  # 16-bit RGB: ImageMagick rounds
+    np.testing.assert_array_equal(images.read_image(deep), rgb)
