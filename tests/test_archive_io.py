@@ -211,8 +211,10 @@ def test_other_pngs_are_left_to_imagemagick():
         Image.fromarray(rgb).convert(mode).save(buffer, "PNG")
         data = buffer.getvalue()
         assert images._read_with_pillow(data, "x", "PNG", 10**6, True, False) is None, mode
-    with WandImage.from_array(rgb.astype(np.uint16) * 257, channel_map="RGB", storage="short") as picture:
+    levels = (rgb.astype(np.int32) * 257 + np.random.default_rng(18).integers(-120, 120, rgb.shape)).clip(0, 65535)
+    with WandImage.from_array(levels.astype(np.uint16), channel_map="RGB", storage="short") as picture:
         picture.format, picture.depth = "PNG", 16
         deep = picture.make_blob()
+    assert deep[24] == 16
     assert images._read_with_pillow(deep, "x", "PNG", 10**6, True, False) is None  # 16-bit RGB: ImageMagick rounds
     np.testing.assert_array_equal(images.read_image(deep), rgb)
