@@ -7,6 +7,10 @@ How a photo is coloured::
                                                                         -> ab resized to full size
                      -> join(full L*, ab) -> colour photo, same size and orientation
 
+Files (``colorize_file``, folder runs) join cheaply: the colour is joined in Lab on a copy reduced to about 640 px
+and added to the full-resolution grey as offsets (:func:`koala.color.join_grey_offsets`); grey JPEGs written as
+JPEG keep their luma scan (:mod:`koala.jpeg_luma`).
+
 A colour photo is treated as grey: only its lightness is used.
 """
 
@@ -173,8 +177,12 @@ class Colorizer:
 
         A black-and-white JPEG written as JPEG keeps its own luma data unchanged, coefficient for coefficient
         (:meth:`colour_jpeg_keeping_luma`: about 3× faster for large grey scans, and no second round of JPEG
-        loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead, with
-        L* exactly the photo's own.
+        loss on the scan's detail); ``reencode`` decodes and re-encodes it like any other photo instead.
+
+        Re-encoded photos are joined with their colour by :func:`color.join_grey_offsets` (colour computed on a
+        reduced copy, added to the full-resolution grey: L* within about a tenth of a unit of the photo's on
+        average); a colour photo is first made the grey with its L* (:func:`color.grey_with_lightness`). A 16-bit
+        grey photo written as TIFF keeps its 16 bits: the output is 16-bit colour.
         """
         pending = self.begin_file(source, outputs.format_for_path(output), quality=quality, reencode=reencode)
         outputs.write_bytes_atomic(output, pending.finish(*self.colour_planes_batch([pending.lightness])[0]))
@@ -183,17 +191,21 @@ class Colorizer:
         self, source: str | os.PathLike, output_format: str, quality: int = 95, reencode: bool = False
     ) -> PendingPhoto:
         """Read a photo for :meth:`colorize_file`'s output in ``output_format`` ("JPEG", "PNG", ...): the
-        first stage, before the network (see :class:`PendingPhoto`). Raises :class:`images.ImageError`."""
+        first stage, before the network (see :class:`PendingPhoto`). Raises :class:`images.ImageError`.
+
+        The pending photo holds the decoded grey (uint8, or uint16 for a 16-bit master bound for TIFF) until
+        ``finish``."""
         data = images.read_file_bytes(source)
         if output_format == "JPEG" and not reencode:
             pending = self._begin_jpeg_keeping_luma(data, quality, name=str(source))
             if pending is not None:
                 return pending
-        array = images.read_image(data, name=str(source), keep_grey=True)
-        small = color.rgb_to_lightness(images.resize_exact(array, self.size))
+        array = images.read_image(data, name=str(source), keep_grey=True, keep_depth=output_format == "TIFF")
+        grey = array if array.ndim == 2 else color.grey_with_lightness(array)
+        small = color.rgb_to_lightness(images.resize_exact(_eight_bit(grey), self.size))
 
         def finish(ab: np.ndarray, slope: np.ndarray | None) -> bytes:
-            return outputs.encode_image(_join(array, ab, slope), output_format, quality=quality)
+            return outputs.encode_image(color.join_grey_offsets(grey, ab, slope), output_format, quality=quality)
 
         return PendingPhoto(small, finish)
 
@@ -348,14 +360,27 @@ def plan_outputs(
     return planned
 
 
+OUTPUT_FORMATS = ("auto", "jpg", "png", "tiff")
+"""``--format`` choices: auto keeps JPEG as JPEG and writes PNG for the rest (TIFF too: see AUTO_KEEPS_TIFF)."""
+
+AUTO_KEEPS_TIFF = False
+"""Whether ``--format auto`` writes TIFF inputs as TIFF. Off for now: tests/test_robustness.py, which must not
+change with this work, expects PNG outputs for the TIFFs of its corpus; ``--format tiff`` writes TIFF."""
+
+
 def _output_suffix(source: Path, output_format: str) -> str:
+    suffix = source.suffix.lower()
     if output_format == "auto":
-        return ".jpg" if source.suffix.lower() in (".jpg", ".jpeg") else ".png"
+        if suffix in (".jpg", ".jpeg"):
+            return ".jpg"
+        return ".tif" if AUTO_KEEPS_TIFF and suffix in (".tif", ".tiff") else ".png"
     if output_format in ("jpg", "jpeg"):
         return ".jpg"
     if output_format == "png":
         return ".png"
-    raise ValueError(f"unknown output format {output_format!r} (auto, jpg or png)")
+    if output_format in ("tif", "tiff"):
+        return ".tif"
+    raise ValueError(f"unknown output format {output_format!r} (auto, jpg, png or tiff)")
 
 
 def remove_stale_partials(output_dir: Path) -> None:
@@ -367,6 +392,13 @@ def remove_stale_partials(output_dir: Path) -> None:
             partial.unlink()
         except OSError:
             pass
+
+
+def _eight_bit(grey: np.ndarray) -> np.ndarray:
+    """A uint8 copy of 16-bit grey levels (rounded as ImageMagick does); uint8 ones as they are."""
+    if grey.dtype == np.uint8:
+        return grey
+    return ((grey.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _resize_lightness(lightness: np.ndarray, size: int) -> np.ndarray:

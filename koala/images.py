@@ -21,6 +21,12 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   256 MiB is 15 MP); one that could never fit is decoded by Pillow instead, after ImageMagick has read and
   checked its header.
 
+Plain PNGs and TIFFs (8-bit RGB, 8- or 16-bit grey, no transparency or palette, common lossless compressions)
+are decoded by Pillow instead (:func:`_read_with_pillow`: 3 to 8 times faster), after the same sniffing and with the
+same limits (:data:`MAX_SIDE`, the pixel limit, and :data:`MAGICK_LIMITS`' width, height, area and memory, checked
+on the header); anything Pillow has the least trouble with is handed to ImageMagick, which decodes it or reports
+the damage in its words. ``keep_depth`` keeps a 16-bit grey photo's 16 bits (archive masters written as TIFF).
+
 Every failure is an :class:`ImageError` naming the file and the reason. Writing results (atomically) is
 :mod:`koala.outputs`'s.
 """
@@ -225,6 +231,7 @@ def read_image(
     max_pixels: int | None = None,
     shrink_to: int | None = None,
     keep_grey: bool = False,
+    keep_depth: bool = False,
 ) -> np.ndarray:
     """Read a photo as an upright uint8 sRGB array of shape (height, width, 3).
 
@@ -236,6 +243,12 @@ def read_image(
             decoded at a reduced scale (ImageMagick's ``jpeg:size``), which is several times faster.
         keep_grey: return a greyscale photo as (height, width) grey levels instead of three equal channels
             (a third of the memory, and its lightness is a table look-up: see :func:`koala.color.rgb_to_lightness`).
+        keep_depth: with ``keep_grey``, return a 16-bit greyscale photo (an archive master) as uint16 grey levels
+            instead of reducing it to 8 bits.
+
+    Plain 8-bit RGB and 8- or 16-bit greyscale PNGs and TIFFs are decoded by Pillow (:func:`_read_with_pillow`:
+    several times faster than ImageMagick, with the same checks); anything else, and anything Pillow has the
+    least trouble with, by ImageMagick.
 
     Raises:
         ImageError: naming the file and the reason, for anything that is not a readable photo.
@@ -255,6 +268,10 @@ def read_image(
     declared = header_size(data)
     if declared is not None:
         _check_size(label, *declared, max_pixels)
+    if image_format in ("PNG", "TIFF"):
+        decoded = _read_with_pillow(data, label, image_format, max_pixels, keep_grey, keep_depth)
+        if decoded is not None:
+            return decoded
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", WandWarning)
@@ -288,8 +305,8 @@ def read_image(
                     raise ImageError(label, f"damaged or truncated image ({problem})")
                 if len(image.sequence) > 1:  # a format whose frames [0] does not select
                     with Image(image=image.sequence[0]) as first:
-                        return _to_rgb_array(first, keep_grey)
-                return _to_rgb_array(image, keep_grey)
+                        return _to_rgb_array(first, keep_grey, keep_depth)
+                return _to_rgb_array(image, keep_grey, keep_depth)
     except ImageError:
         raise
     except WandWarning as warning:
@@ -406,6 +423,87 @@ def _read_grey_with_pillow(data: bytes, label, image_format: str, keep_grey: boo
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(label, f"damaged or truncated {image_format} data ({error})") from None
     return grey if keep_grey else np.repeat(grey[..., None], 3, axis=-1)
+
+
+_PILLOW_TIFF_COMPRESSIONS = frozenset({"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"})
+_EXIF_ORIENTATIONS = {2: "top_right", 3: "bottom_right", 4: "bottom_left", 5: "left_top", 6: "right_top",
+                      7: "right_bottom", 8: "left_bottom"}
+
+
+def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, keep_grey: bool,
+                      keep_depth: bool) -> np.ndarray | None:
+    """Decode a plain PNG or TIFF with Pillow: 8-bit RGB, or 8- or 16-bit grey, no transparency, no palette (and
+    for TIFF, one of the common lossless compressions, the usual photometric interpretation): the scans archives
+    keep, 3 to 8 times faster than ImageMagick. None for anything else, and for anything Pillow fails on in any
+    way, so that ImageMagick decodes it, or reports the damage in its own words.
+
+    The same limits as ImageMagick's: :data:`MAX_SIDE`, ``max_pixels`` and :data:`MAGICK_LIMITS` (width, height,
+    area, memory), checked on the header before any pixel is decoded; Pillow is told the format (never guesses
+    it) and refuses truncated data (``LOAD_TRUNCATED_IMAGES`` is off).
+    """
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: the limits are checked here
+            with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
+                mode, (width, height) = picture.mode, picture.size
+                if not _pillow_can_read(picture, image_format, data):
+                    return None
+                bytes_per_pixel = 4 if mode == "RGB" else 2 if mode.startswith("I") else 1
+                if (width <= 0 or height <= 0 or width > MAGICK_LIMITS["width"] or height > MAGICK_LIMITS["height"]
+                        or width * height > MAGICK_LIMITS["area"]
+                        or width * height * bytes_per_pixel > MAGICK_LIMITS["memory"]):
+                    return None  # ImageMagick refuses it, in its words
+                _check_size(label, width, height, max_pixels)
+                orientation = picture.getexif().get(0x0112, 1) if image_format == "TIFF" else 1
+                picture.load()
+                pixels = np.asarray(picture)
+    except ImageError:
+        raise
+    except Exception:  # noqa: BLE001 (any failure: ImageMagick decodes it or reports what is wrong)
+        return None
+    if pixels.shape[:2] != (height, width):
+        return None
+    if mode.startswith("I"):  # 16-bit grey
+        if keep_grey and keep_depth:
+            pixels = pixels.astype(np.uint16)
+        else:  # ImageMagick's rounding from 16 to 8 bits
+            pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        return None
+    pixels = upright(pixels, _EXIF_ORIENTATIONS.get(orientation))
+    if pixels.ndim == 2 and not keep_grey:
+        return np.repeat(pixels[..., None], 3, axis=-1)
+    return pixels
+
+
+def _pillow_can_read(picture, image_format: str, data: bytes) -> bool:
+    """Whether ``picture`` (opened, not loaded) is a plain image that :func:`_read_with_pillow` decodes."""
+    if picture.mode not in ("L", "RGB", "I;16", "I;16B", "I") or "transparency" in picture.info:
+        return False
+    if image_format == "PNG":  # 8-bit grey or RGB, 16-bit grey (IHDR's bit depth and colour type)
+        return data[12:16] == b"IHDR" and (data[24], data[25]) in ((8, 0), (16, 0), (8, 2))
+    tags = picture.tag_v2
+    bits = tags.get(258, (8,))
+    bits = tuple(bits) if isinstance(bits, (tuple, list)) else (bits,)
+    photometric = tags.get(262)
+    samples = tags.get(277, 1)
+    sample_format = tags.get(339, 1)
+    sample_format = sample_format[0] if isinstance(sample_format, (tuple, list)) else sample_format
+    if picture.mode == "RGB":
+        plain = photometric == 2 and samples == 3 and set(bits) == {8}
+    elif picture.mode == "L":
+        plain = photometric == 1 and samples == 1 and bits == (8,)
+    else:
+        plain = photometric == 1 and samples == 1 and bits == (16,)
+    return (plain and sample_format == 1 and picture.info.get("compression") in _PILLOW_TIFF_COMPRESSIONS
+            and 338 not in tags)  # no extra samples (alpha)
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -532,7 +630,7 @@ def _decode_problem(image) -> str | None:
     return None
 
 
-def _to_rgb_array(image, keep_grey: bool = False) -> np.ndarray:
+def _to_rgb_array(image, keep_grey: bool = False, keep_depth: bool = False) -> np.ndarray:
     from wand.color import Color
 
     orientation = image.orientation
@@ -541,6 +639,11 @@ def _to_rgb_array(image, keep_grey: bool = False) -> np.ndarray:
     if image.alpha_channel:
         image.background_color = Color("white")
         image.alpha_channel = "remove"
+    if keep_grey and keep_depth and image.depth > 8 and _colorspace(image) == "gray":
+        levels = np.empty((image.height, image.width), dtype=np.uint16)
+        if not _export_pixels(image, "R", levels, storage="short"):
+            raise ValueError("could not export the pixels")
+        return upright(levels, orientation)
     image.depth = 8
     width, height = image.width, image.height
     colorspace = _colorspace(image)
@@ -588,15 +691,16 @@ def _colorspace(image) -> str:
         return ""
 
 
-def _export_pixels(image, channel_map: str, out: np.ndarray) -> bool:
-    """MagickExportImagePixels into ``out`` (uint8, C-contiguous, height × width × len(channel_map))."""
+def _export_pixels(image, channel_map: str, out: np.ndarray, storage: str = "char") -> bool:
+    """MagickExportImagePixels into ``out`` (uint8 for "char", uint16 for "short"; C-contiguous,
+    height × width × len(channel_map))."""
     from wand.api import library
     from wand.image import STORAGE_TYPES
 
     return bool(
         library.MagickExportImagePixels(
             image.wand, 0, 0, image.width, image.height, channel_map.encode(),
-            STORAGE_TYPES.index("char"), out.ctypes.data,
+            STORAGE_TYPES.index(storage), out.ctypes.data,
         )
     )
 
