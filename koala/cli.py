@@ -369,8 +369,8 @@ def _add_colorize(subparsers) -> None:
     parser.add_argument("--output", "-o", required=True, help="folder for the coloured photos")
     parser.add_argument("--model", default=None, help="model folder (default: $KOALA_MODEL or models/default)")
     parser.add_argument("--format", default="auto", choices=("auto", "jpg", "png", "tiff"),
-                        help="output format; auto keeps JPEG as JPEG and writes PNG otherwise; tiff keeps a 16-bit "
-                        "master's 16 bits (16-bit colour, deflate)")
+                        help="output format; auto keeps JPEG as JPEG and TIFF as TIFF and writes PNG otherwise; a "
+                        "16-bit grey master written as TIFF keeps its 16 bits (16-bit colour, deflate)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo outputs that already exist (originals are never written to, whatever the flags)")
     parser.add_argument("--reencode", action="store_true",

