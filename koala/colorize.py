@@ -8,6 +8,9 @@ How a photo is coloured::
                      -> join(full L*, ab) -> colour photo, same size and orientation
 
 A colour photo is treated as grey: only its lightness is used.
+
+A folder (:meth:`Colorizer.colorize_files`) runs those steps as a pipeline: threads read and decode some photos and
+join, encode and write others while the network colours the photos read so far in one batch.
 """
 
 from __future__ import annotations
