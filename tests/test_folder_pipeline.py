@@ -177,12 +177,10 @@ def test_keyboard_interrupt_stops_promptly_leaving_whole_files_and_no_threads(co
     for index in range(24):
         outputs.write_image(folder / f"p{index:02d}.jpg", make_photo(index, 120, 160))
     batched = Colorizer.colour_planes_batch
-    calls = 0
 
     def interrupted(self, lightness):
-        nonlocal calls
-        calls += 1
-        if calls == 4:
+        # Ctrl-C once a photo is written (a photo holds its place until written, so this comes before the end)
+        if list((tmp_path / "out").glob("*.jpg")):
             raise KeyboardInterrupt
         return batched(self, lightness)
 
