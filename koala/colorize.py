@@ -376,7 +376,8 @@ def _colour_pipelined(
     A pool of ``workers`` threads runs :meth:`Colorizer.begin_file` (read, decode, the network's input) and each
     photo's ``finish`` and :func:`outputs.write_bytes_atomic`; this thread runs the network on every photo read
     and waiting, as one batch (:meth:`Colorizer.colour_planes_batch`), and hands them back to the pool. ImageMagick
-    (through ctypes), numpy, Pillow and TensorFlow release the GIL, so the stages share the cores.
+    (through ctypes), numpy, Pillow's decoders and PNG encoder and TensorFlow release the GIL, so the stages share
+    the cores (Pillow 13 holds it while encoding a JPEG into memory: those encodes take turns).
 
     Memory: at most :func:`photos_in_flight` photos are held between their read and their result. A photo whose
     output is also an earlier, unfinished photo's waits for that one, so it is skipped or redone exactly as one
