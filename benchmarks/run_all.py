@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("architectures", "full_resolution", "inference_throughput", "training_throughput", "prepare_throughput", "memory",
-              "scale_out")
+              "scale_out", "archive_formats")
 
 
 def main(argv=None) -> int:

@@ -387,6 +387,9 @@ def _add_colorize(subparsers) -> None:
     parser.add_argument("--edge-radius", type=non_negative_int, default=None,
                         help="0 enlarges the predicted colour smoothly; 1 or more makes its edges follow the "
                         "photo's (a guided filter of this radius at 256 px: fewer colour halos) (default: the model's)")
+    parser.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                        help="threads that read and write photos while the network colours others (default: one "
+                        "per CPU core; 0: one photo at a time); not with --cluster")
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",
                         help="run on a Dask cluster: a scheduler (tcp://host:8786) or local:N (N worker processes "
                         "here); every worker must see the photos and --output at the same paths "
@@ -399,6 +402,9 @@ def _add_colorize(subparsers) -> None:
 def _run_colorize(arguments) -> int:
     from koala.colorize import default_model_path, plan_outputs
 
+    if arguments.cluster and arguments.workers is not None:
+        raise ValueError("--workers is for a run on this machine; with --cluster, local:N or the cluster sets the "
+                         "workers")
     plan_outputs(arguments.inputs, arguments.output, arguments.format)  # missing photos, outputs over originals
     model = Path(arguments.model) if arguments.model else default_model_path()
     if not (model / "model.keras").is_file() and not (model.is_file() and model.suffix == ".keras"):
@@ -416,7 +422,8 @@ def _run_colorize(arguments) -> int:
         import_backend()
         from koala.colorize import Colorizer
 
-        results = Colorizer(**settings).colorize_files(arguments.inputs, arguments.output, **options)
+        results = Colorizer(**settings).colorize_files(arguments.inputs, arguments.output, workers=arguments.workers,
+                                                       **options)
     done = sum(result.status == "done" for result in results)
     skipped = sum(result.status == "skipped" for result in results)
     failed = [result for result in results if result.status == "failed"]

@@ -12,6 +12,9 @@ and added to the full-resolution grey as offsets (:func:`koala.color.join_grey_o
 JPEG keep their luma scan (:mod:`koala.jpeg_luma`).
 
 A colour photo is treated as grey: only its lightness is used.
+
+A folder (:meth:`Colorizer.colorize_files`) runs those steps as a pipeline: threads read and decode some photos and
+join, encode and write others while the network colours the photos read so far in one batch.
 """
 
 from __future__ import annotations
@@ -269,6 +272,7 @@ class Colorizer:
         output_format: str = "auto",
         overwrite: bool = False,
         reencode: bool = False,
+        workers: int | None = None,
         progress: bool = True,
         log=print,
     ) -> list[ColorizeResult]:
@@ -278,24 +282,42 @@ class Colorizer:
         unless ``overwrite``. A file that fails is reported and the run goes on. ``reencode``: see
         :meth:`colorize_file`. Originals are never written to: see :func:`plan_outputs`, which refuses
         the run before anything is written.
+
+        A folder is a pipeline (:func:`_colour_pipelined`): ``workers`` threads read and decode some photos
+        and join, encode and write others while this thread runs the network on the photos read so far, several
+        in one batch. At most :func:`photos_in_flight` photos are held at once, whatever the folder's size.
+        Results, error lines and the progress bar come in the photos' order, as one photo after another would
+        give them. ``workers``: default :func:`default_workers` (one per CPU core); 0 colours one photo at a
+        time in this thread.
         """
         from tqdm import tqdm
 
         output_dir = Path(output_dir)
         jobs = plan_outputs(inputs, output_dir, output_format)
+        workers = default_workers() if workers is None else workers
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
         remove_stale_partials(output_dir)
         results: list[ColorizeResult] = []
         failures = 0
         # one photo needs no bar (and a bar at 100 % over a photo that failed says the wrong thing)
-        bar = tqdm(jobs, desc="colorize", unit="photo", disable=not progress or len(jobs) < 2)
-        for source, target in bar:
-            result = self.colorize_planned(source, target, overwrite=overwrite, reencode=reencode)
-            if result.status == "failed":
-                bar.clear()  # the error gets a line of its own, not the end of the progress bar's
-                log(f"error: {result.error}")
-                failures += 1
-                bar.set_postfix(failed=failures)
-            results.append(result)
+        with tqdm(total=len(jobs), desc="colorize", unit="photo", disable=not progress or len(jobs) < 2) as bar:
+
+            def report(result: ColorizeResult) -> None:
+                nonlocal failures
+                if result.status == "failed":
+                    bar.clear()  # the error gets a line of its own, not the end of the progress bar's
+                    log(f"error: {result.error}")
+                    failures += 1
+                    bar.set_postfix(failed=failures)
+                results.append(result)
+                bar.update(1)
+
+            if workers == 0 or len(jobs) < 2:
+                for source, target in jobs:
+                    report(self.colorize_planned(source, target, overwrite=overwrite, reencode=reencode))
+            else:
+                _colour_pipelined(self, jobs, report, overwrite=overwrite, reencode=reencode, workers=workers)
         return results
 
     def colorize_planned(
@@ -311,11 +333,144 @@ class Colorizer:
         try:
             self.colorize_file(source, target, reencode=reencode)
         except images.ImageError as error:
-            message = str(error)
-            if error.source != str(source):  # a write failed: name the photo and the output
-                message = f"{source}: could not write {error.source}: {error.reason}"
-            return ColorizeResult(str(source), None, "failed", message)
+            return _failed(source, error)
         return ColorizeResult(str(source), str(target), "done")
+
+
+def default_workers() -> int:
+    """Threads that read and write photos in a folder run: one per CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def photos_in_flight(workers: int) -> int:
+    """The most photos a folder run with ``workers`` threads holds at once (read and not yet written): enough
+    for every thread to have one and for the network to colour a batch while they work (a 12-megapixel photo
+    decoded is 12-36 MB; 6 of them on two cores)."""
+    return 2 * workers + 2
+
+
+def _failed(source: str | os.PathLike, error: images.ImageError) -> ColorizeResult:
+    """A photo's failure; the error names the photo, and the output too when writing it failed."""
+    message = str(error)
+    if error.source != str(source):  # a write failed: name the photo and the output
+        message = f"{source}: could not write {error.source}: {error.reason}"
+    return ColorizeResult(str(source), None, "failed", message)
+
+
+class _InFlight:
+    """One photo of a pipelined folder run, from its read to its result."""
+
+    __slots__ = ("source", "target", "reading", "pending", "writing", "result")
+
+    def __init__(self, source: Path, target: Path):
+        self.source, self.target = source, target
+        self.reading = None  # the future of Colorizer.begin_file
+        self.pending: PendingPhoto | None = None  # read, waiting for the network
+        self.writing = None  # the future of the finish (join + encode) and the atomic write
+        self.result: ColorizeResult | None = None
+
+
+def _colour_pipelined(
+    colorizer: Colorizer,
+    jobs: list[tuple[Path, Path]],
+    report: Callable[[ColorizeResult], None],
+    *,
+    overwrite: bool,
+    reencode: bool,
+    workers: int,
+) -> None:
+    """Colour planned (photo, output) pairs with the stages overlapping; ``report`` gets each result in the
+    jobs' order.
+
+    A pool of ``workers`` threads runs :meth:`Colorizer.begin_file` (read, decode, the network's input) and each
+    photo's ``finish`` and :func:`outputs.write_bytes_atomic`; this thread runs the network on every photo read
+    and waiting, as one batch (:meth:`Colorizer.colour_planes_batch`), and hands them back to the pool. ImageMagick
+    (through ctypes), numpy, Pillow's decoders and PNG encoder and TensorFlow release the GIL, so the stages share
+    the cores (Pillow 13 holds it while encoding a JPEG into memory: those encodes take turns).
+
+    Memory: at most :func:`photos_in_flight` photos are held between their read and their result. A photo whose
+    output is also an earlier, unfinished photo's waits for that one, so it is skipped or redone exactly as one
+    photo after another would have it. On any exception (KeyboardInterrupt included) the threads are told to
+    stop, no queued stage starts, the stages running end (an output being written is completed atomically or
+    not at all) and the exception goes on; nothing is left half-written.
+    """
+    import collections
+    import concurrent.futures
+    import threading
+
+    limit = photos_in_flight(workers)
+    stop = threading.Event()
+    waiting = iter(jobs)
+    next_job: tuple[Path, Path] | None = next(waiting, None)
+    photos: collections.deque[_InFlight] = collections.deque()  # not yet reported, in the jobs' order
+
+    def read(photo: _InFlight) -> PendingPhoto | None:
+        if stop.is_set():
+            return None
+        return colorizer.begin_file(photo.source, outputs.format_for_path(photo.target), reencode=reencode)
+
+    def write(photo: _InFlight, pending: PendingPhoto, planes) -> None:
+        if stop.is_set():
+            return
+        data = pending.finish(*planes)
+        if not stop.is_set():
+            outputs.write_bytes_atomic(photo.target, data)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="koala-colorize")
+    try:
+        while next_job is not None or photos:
+            # 1. read more photos while fewer than the limit are held
+            held = [photo for photo in photos if photo.result is None]
+            busy_targets = {photo.target for photo in held}
+            while next_job is not None and len(held) < limit and next_job[1] not in busy_targets:
+                photo = _InFlight(*next_job)
+                next_job = next(waiting, None)
+                if photo.target.exists() and not overwrite:
+                    photo.result = ColorizeResult(str(photo.source), str(photo.target), "skipped")
+                else:
+                    photo.reading = pool.submit(read, photo)
+                    held.append(photo)
+                    busy_targets.add(photo.target)
+                photos.append(photo)
+            # 2. collect the stages that ended
+            for photo in held:
+                if photo.reading is not None and photo.reading.done():
+                    future, photo.reading = photo.reading, None
+                    try:
+                        photo.pending = future.result()
+                    except images.ImageError as error:
+                        photo.result = _failed(photo.source, error)
+                elif photo.writing is not None and photo.writing.done():
+                    future, photo.writing = photo.writing, None
+                    try:
+                        future.result()
+                    except images.ImageError as error:
+                        photo.result = _failed(photo.source, error)
+                    else:
+                        photo.result = ColorizeResult(str(photo.source), str(photo.target), "done")
+            # 3. report what is finished at the head of the line
+            while photos and photos[0].result is not None:
+                report(photos.popleft().result)
+            # 4. the network colours every photo read so far, in one batch, then the pool finishes them
+            ready = [photo for photo in photos if photo.pending is not None]
+            if ready:
+                planes = colorizer.colour_planes_batch([photo.pending.lightness for photo in ready])
+                for photo, photo_planes in zip(ready, planes):
+                    pending, photo.pending = photo.pending, None
+                    photo.writing = pool.submit(write, photo, pending, photo_planes)
+                continue
+            # 5. nothing to colour: wait for a stage to end
+            running = [photo.reading or photo.writing for photo in photos if photo.reading or photo.writing]
+            if running:
+                concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def plan_outputs(

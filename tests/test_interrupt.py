@@ -168,3 +168,35 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_epoch(prepared, tmp_pat
     assert cli.main(arguments) == 0
     assert "resuming" in capsys.readouterr().out
     assert _history_epochs(run_dir) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_pipelined_folder_run_stops_promptly_with_whole_files(tiny_model_dir, tmp_path):
+    """Ctrl-C (SIGINT) while worker threads read and write photos: the command ends within seconds with status 130,
+    every output there is complete, no temporary file is left, and the next run does the rest."""
+    inputs, output, count = tmp_path / "inputs", tmp_path / "coloured", 60
+    for index in range(count):
+        outputs.write_image(inputs / f"photo_{index:03d}.png", make_photo(200 + index, 240, 320))
+    arguments = ["colorize", inputs, "--output", output, "--model", tiny_model_dir, "--workers", "2"]
+
+    def finished():
+        return sorted(output.glob("photo_*.png")) if output.exists() else []
+
+    process = _start_koala(arguments, tmp_path / "first.log")
+    _wait_until(lambda: len(finished()) >= 3, process)
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    assert time.monotonic() - interrupted_at < 10
+    log = (tmp_path / "first.log").read_text()
+    assert process.returncode == 130 and "interrupted" in log, log
+    done = finished()
+    assert 3 <= len(done) < count, "interrupted too late to test"
+    for path in done:
+        assert images.read_image(path).shape == (240, 320, 3)
+    assert not _temporary_files(output)
+
+    result = _run_koala(arguments)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{count - len(done)} coloured, {len(done)} already done, 0 failed" in result.stdout
+    assert not _temporary_files(output)
