@@ -511,9 +511,12 @@ def _add_offsets_8bit(grey: np.ndarray, offsets: np.ndarray) -> Image.Image:
 
 def _add_offsets_16bit(grey: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     height, width = grey.shape
-    planes = [_enlarge_plane(Image.fromarray(np.ascontiguousarray(offsets[..., index], np.float32) * np.float32(257),
-                                             "F"), (width, height)) for index in range(3)]
-    planes = [np.asarray(plane) for plane in planes]
+
+    def enlarged(index: int) -> np.ndarray:  # on all cores: Pillow lets other threads run while it resizes
+        plane = Image.fromarray(np.ascontiguousarray(offsets[..., index], np.float32) * np.float32(257), "F")
+        return np.asarray(_enlarge_plane(plane, (width, height)))
+
+    planes = list(_thread_pool().map(enlarged, range(3)))
     out = np.empty((height, width, 3), dtype=np.uint16)
 
     def band(top: int, bottom: int) -> None:

@@ -78,20 +78,33 @@ def _encode_png(rgb, level: int | None = None) -> bytes:
 
     from koala.color import _thread_pool
 
+    from PIL import Image as PILImage
+
     level = PNG_COMPRESS_LEVEL if level is None else level
-    array = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {array.dtype} {array.shape}")
-    height, width = array.shape[:2]
-    rows = array.reshape(height, width * 3)
+    if isinstance(rgb, PILImage.Image):  # (what the join gives) copied out piece by piece, on all cores
+        if rgb.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {rgb.mode}")
+        width, height = rgb.size
+
+        def rows_of(top: int, bottom: int) -> np.ndarray:
+            return np.asarray(rgb.crop((0, top, width, bottom))).reshape(bottom - top, width * 3)
+    else:
+        array = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {array.dtype} {array.shape}")
+        height, width = array.shape[:2]
+
+        def rows_of(top: int, bottom: int) -> np.ndarray:
+            return array[top:bottom].reshape(bottom - top, width * 3)
     pieces = [(top, min(height, top + _PNG_PIECE_ROWS)) for top in range(0, height, _PNG_PIECE_ROWS)]
 
     def piece(index: int) -> tuple[bytes, int, int]:
         top, bottom = pieces[index]
+        rows = rows_of(top, bottom)
         filtered = np.empty((bottom - top, 1 + width * 3), dtype=np.uint8)
         filtered[:, 0] = 1  # Sub
-        filtered[:, 1:4] = rows[top:bottom, :3]
-        np.subtract(rows[top:bottom, 3:], rows[top:bottom, :-3], out=filtered[:, 4:])
+        filtered[:, 1:4] = rows[:, :3]
+        np.subtract(rows[:, 3:], rows[:, :-3], out=filtered[:, 4:])
         raw = filtered.data
         compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate: one header for all
         last = index == len(pieces) - 1
