@@ -263,3 +263,19 @@ def test_tiff_writer_round_trips_through_tifffile_pillow_and_imagemagick(shape, 
     if dtype == np.uint8:
         with Image.open(io.BytesIO(data)) as opened:
             np.testing.assert_array_equal(np.asarray(opened), rgb)
+
+
+@pytest.mark.parametrize("shape", [(120, 160), (121, 163), (64, 9), (5, 7)])
+def test_16_bit_join_adds_half_size_planes_like_the_full_enlargement(shape):
+    """The 16-bit join broadcasts half-size colour planes over 2 x 2 blocks where :func:`color._enlarge_plane`
+    doubles pixels: the same levels as enlarging each plane to full size and adding it."""
+    rng = np.random.default_rng(22)
+    grey = rng.integers(0, 65536, shape, dtype=np.uint16)
+    offsets = rng.integers(-80, 80, (max(1, shape[0] // 5), max(1, shape[1] // 5), 3)).astype(np.int16)
+    expected = np.empty((*shape, 3), np.uint16)
+    for index in range(3):
+        plane = Image.fromarray(np.ascontiguousarray(offsets[..., index], np.float32) * np.float32(257), "F")
+        value = np.asarray(color._enlarge_plane(plane, shape[::-1])) + grey.astype(np.float32) + np.float32(0.5)
+        expected[..., index] = np.clip(value, 0, 65535)
+    with mock.patch.object(color, "_BAND_PIXELS", 9 * shape[1]):  # odd bands rounded to pairs of rows
+        np.testing.assert_array_equal(color._add_offsets_16bit(grey, offsets), expected)
