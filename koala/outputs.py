@@ -27,7 +27,7 @@ colourised scan with film grain, one core: 165 ms and 18.4 MB where zlib at leve
 (ISA-L level 0: 152 ms, 23.3 MB; level 3: 235 ms, 18.1 MB). Pillow's own encoder took 2.6 s for 14.6 MB at
 zlib level 3 (its filter choice per row costs more than the deflate); benchmarks/README.md."""
 
-TIFF_DEFLATE_LEVEL = 2
+TIFF_DEFLATE_LEVEL = 1
 """Deflate level (ISA-L's, as for PNG) for 8- and 16-bit TIFF outputs, with horizontal differencing (the TIFF
 predictor), strips compressed on all cores (:func:`_encode_tiff`)."""
 
