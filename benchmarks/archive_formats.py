@@ -21,7 +21,8 @@ Then, per format, the stages of one photo one at a time (medians): decode (``Col
 decode, the network's 256-px input), forward (``colour_planes_batch`` on that one photo), join (the photo's
 ``finish`` less its encoding), encode (``outputs.encode_image``, or the grey JPEG's chroma scans in
 ``jpeg_luma.colour_jpeg``) and write (``outputs.write_bytes_atomic``, with its fsync). Their sum is one photo's
-cost without a pipeline; a folder run can overlap them.
+cost without a pipeline; a folder run can overlap them. Last, the same stages' CPU time (all threads of the
+process): their sum bounds what a pipeline on all the machine's cores can reach, beside what the folder run did.
 
 The scans are made from the repository's ``data/samples`` (five black-and-white photos): a crop enlarged to
 4000 × 3000 with film grain and a fine texture added, so that they compress and decode like real scans. They are
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import os
 import shutil
 import statistics
 import tempfile
@@ -177,6 +179,17 @@ def timing_encoders(seconds: list[float]):
             setattr(module, name, function)
 
 
+def median_cpu_seconds(function, repeats: int) -> float:
+    """Median CPU time of the whole process (all its threads) in ``function()``, after one call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        started = time.process_time()
+        function()
+        times.append(time.process_time() - started)
+    return statistics.median(times)
+
+
 def stages(colorizer, photo: Path, output_format: str, scratch: Path, repeats: int) -> dict[str, float]:
     """One photo's stages one at a time (median seconds)."""
     from koala import outputs
@@ -200,6 +213,13 @@ def stages(colorizer, photo: Path, output_format: str, scratch: Path, repeats: i
     figures["encode"] = encode
     figures["write"] = median_seconds(lambda: outputs.write_bytes_atomic(target, data), repeats, warmup=1)
     figures["output MB"] = len(data) / 1e6
+    # CPU time of the whole process (every thread), which a pipeline on all cores cannot beat
+    figures["cpu"] = {
+        "decode": median_cpu_seconds(lambda: colorizer.begin_file(photo, image_format), repeats),
+        "forward": median_cpu_seconds(lambda: colorizer.colour_planes_batch([pending.lightness]), repeats),
+        "finish": median_cpu_seconds(lambda: pending.finish(*planes), repeats),
+        "write": median_cpu_seconds(lambda: outputs.write_bytes_atomic(target, data), repeats),
+    }
     target.unlink(missing_ok=True)
     return figures
 
@@ -283,6 +303,16 @@ def main(argv=None) -> dict:
         total = sum(figures[name] for name in names)
         print(f"| {label} | " + " | ".join(f"{figures[name] * 1000:.0f}" for name in names)
               + f" | {total * 1000:.0f} | {1 / total:.2f} | {figures['output MB']:.1f} |")
+    cores = os.cpu_count() or 1
+    print(f"\nCPU time of one photo's stages (ms of all threads, median of {arguments.stage_repeats}; finish = join "
+          f"+ encode): what {cores} cores at most give, beside what the folder run reached:")
+    print(f"| input | decode | forward | finish | write | sum | at most on {cores} cores | reached |")
+    print("| --- |" + " ---: |" * 7)
+    for (label, _, _, rate, _, _), figures in zip(rows, breakdowns.values()):
+        cpu = figures["cpu"]
+        total = sum(cpu.values())
+        print(f"| {label} | " + " | ".join(f"{cpu[name] * 1000:.0f}" for name in ("decode", "forward", "finish", "write"))
+              + f" | {total * 1000:.0f} | {cores / total:.2f} photos/s | {rate:.2f} ({rate * total / cores:.0%}) |")
     return {"forward-bound": forward_bound, "shares": shares, "tiff output": tiff_output, "pipelined": workers}
 
 

@@ -511,18 +511,42 @@ def _add_offsets_8bit(grey: np.ndarray, offsets: np.ndarray) -> Image.Image:
 
 def _add_offsets_16bit(grey: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     height, width = grey.shape
-    planes = [_enlarge_plane(Image.fromarray(np.ascontiguousarray(offsets[..., index], np.float32) * np.float32(257),
-                                             "F"), (width, height)) for index in range(3)]
-    planes = [np.asarray(plane) for plane in planes]
+    half = ((width + 1) // 2, (height + 1) // 2)
+    # Where _enlarge_plane would enlarge to half the size and double each pixel, only the half-size planes are
+    # made (a quarter of the pixels); each band adds them to 2 x 2 blocks of the grey by broadcasting.
+    doubled = half[0] >= 2 * offsets.shape[1] and half[1] >= 2 * offsets.shape[0]
+
+    def enlarged(index: int) -> np.ndarray:  # on all cores: Pillow lets other threads run while it resizes
+        plane = Image.fromarray(np.ascontiguousarray(offsets[..., index], np.float32) * np.float32(257), "F")
+        if doubled:
+            return np.asarray(plane.resize(half, Image.Resampling.BILINEAR))
+        return np.asarray(_enlarge_plane(plane, (width, height)))
+
+    planes = list(_thread_pool().map(enlarged, range(3)))
     out = np.empty((height, width, 3), dtype=np.uint16)
 
     def band(top: int, bottom: int) -> None:
         level = grey[top:bottom].astype(np.float32)
         level += 0.5
+        rows = bottom - top
         for index in range(3):
-            value = planes[index][top:bottom] + level
+            if not doubled:
+                value = planes[index][top:bottom] + level
+            elif rows % 2 == 0 and width % 2 == 0:
+                small = planes[index][top // 2:(top + rows) // 2]
+                value = (level.reshape(rows // 2, 2, width // 2, 2) + small[:, None, :, None]).reshape(rows, width)
+            else:
+                small = planes[index][top // 2:(top + rows + 1) // 2]
+                value = level + np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)[:rows, :width]
             np.clip(value, 0.0, 65535.0, out=value)
             out[top:bottom, :, index] = value
 
-    _for_row_bands(height, width, band)
+    rows = max(2, (_BAND_PIXELS // max(width, 1)) & ~1)  # even, so that each band starts on a pair of rows
+    bands = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+    if len(bands) < 4 or (os.cpu_count() or 1) == 1:
+        for top, bottom in bands:
+            band(top, bottom)
+    else:
+        for future in [_thread_pool().submit(band, top, bottom) for top, bottom in bands]:
+            future.result()
     return out

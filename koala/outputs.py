@@ -21,14 +21,17 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-PNG_COMPRESS_LEVEL = 1
-"""zlib level for PNG outputs (:func:`_encode_png`). On a 12 MP colourised scan with film grain, two busy cores:
-0.8 s and 15.7 MB, where Pillow took 2.6 s for 14.6 MB at level 3 (before), 1.7 s for 15.5 MB at level 1 and
-6.7 s for 14.9 MB at its default 6; level 3 in pieces: 1.7 s, 14.8 MB (benchmarks/README.md)."""
+PNG_COMPRESS_LEVEL = 2
+"""Deflate level for PNG outputs (:func:`_encode_png`), in ISA-L's terms (0 to 3; 2 is its default). A 12 MP
+colourised scan with film grain, CPU time of all threads: level 0 154 ms for 19.1 MB, 1 162 ms / 16.6 MB,
+2 164 ms / 16.2 MB; zlib at its fastest level took 3.5 times as long for the same size, Pillow's own encoder
+(zlib level 3, a filter chosen per row) 2.6 s for 14.6 MB (benchmarks/README.md)."""
 
 TIFF_DEFLATE_LEVEL = 1
-"""Deflate at zlib level 1 with horizontal differencing (the TIFF predictor), for 8- and 16-bit TIFF outputs,
-strips compressed on all cores: 0.65 s and 15.8 MB for the same 12 MP scan in 8 bits (level 6: 3.9 s, 13.5 MB)."""
+"""Deflate level (ISA-L's, as for PNG) for 8- and 16-bit TIFF outputs, with horizontal differencing (the TIFF
+predictor), strips compressed on all cores (:func:`_encode_tiff`). A 12 MP 16-bit colourised master, CPU time:
+level 0 297 ms for 56.5 MB, 1 327 ms / 43.1 MB, 2 369 ms / 45.3 MB, 3 509 ms / 53.7 MB (its noisy low bits do not
+compress; the zlib writer before, level 1 on two cores: 762 ms wall, 44.9 MB)."""
 
 
 def encode_image(rgb, image_format: str, quality: int = 95) -> bytes:
@@ -65,35 +68,50 @@ _PNG_PIECE_ROWS = 256
 """Rows per piece of a PNG's image data compressed on its own thread (:func:`_encode_png`)."""
 
 
-def _encode_png(rgb, level: int | None = None, strategy: int = 0) -> bytes:
+def _encode_png(rgb, level: int | None = None) -> bytes:
     """A PNG of a uint8 RGB image with every row "Sub"-filtered (the difference to the pixel on the left), its
-    deflate stream compressed in pieces of rows on all cores (zlib releases the GIL) and joined with sync flushes
-    (as pigz does): a valid single zlib stream, written several times faster than Pillow's encoder, whose
-    filter choice per row costs more than the deflate at level 1."""
+    deflate stream compressed in pieces of rows on all cores by ISA-L (``isal.isal_zlib``: standard deflate, about
+    3.5 times as fast as zlib's fastest level here, and it releases the GIL) and joined with sync flushes (as pigz
+    does) into one valid zlib stream, its Adler-32 combined from the pieces': several times faster than Pillow's
+    encoder, whose filter choice per row costs more than the deflate."""
     import struct
-    import zlib
+
+    from isal import isal_zlib
 
     from koala.color import _thread_pool
 
+    from PIL import Image as PILImage
+
     level = PNG_COMPRESS_LEVEL if level is None else level
-    array = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {array.dtype} {array.shape}")
-    height, width = array.shape[:2]
-    rows = array.reshape(height, width * 3)
+    if isinstance(rgb, PILImage.Image):  # (what the join gives) copied out piece by piece, on all cores
+        if rgb.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {rgb.mode}")
+        width, height = rgb.size
+
+        def rows_of(top: int, bottom: int) -> np.ndarray:
+            return np.asarray(rgb.crop((0, top, width, bottom))).reshape(bottom - top, width * 3)
+    else:
+        array = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {array.dtype} {array.shape}")
+        height, width = array.shape[:2]
+
+        def rows_of(top: int, bottom: int) -> np.ndarray:
+            return array[top:bottom].reshape(bottom - top, width * 3)
     pieces = [(top, min(height, top + _PNG_PIECE_ROWS)) for top in range(0, height, _PNG_PIECE_ROWS)]
 
     def piece(index: int) -> tuple[bytes, int, int]:
         top, bottom = pieces[index]
+        rows = rows_of(top, bottom)
         filtered = np.empty((bottom - top, 1 + width * 3), dtype=np.uint8)
         filtered[:, 0] = 1  # Sub
-        filtered[:, 1:4] = rows[top:bottom, :3]
-        np.subtract(rows[top:bottom, 3:], rows[top:bottom, :-3], out=filtered[:, 4:])
+        filtered[:, 1:4] = rows[:, :3]
+        np.subtract(rows[:, 3:], rows[:, :-3], out=filtered[:, 4:])
         raw = filtered.data
-        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
+        compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)  # raw deflate: one header for all
         last = index == len(pieces) - 1
-        data = compressor.compress(raw) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-        return data, zlib.adler32(raw), len(raw)
+        data = compressor.compress(raw) + compressor.flush(isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
+        return data, isal_zlib.adler32(raw), filtered.nbytes  # not len(raw): a 2-D view's len is its rows
 
     compressed = list(_thread_pool().map(piece, range(len(pieces))))
     checksum = 1
@@ -101,7 +119,8 @@ def _encode_png(rgb, level: int | None = None, strategy: int = 0) -> bytes:
         checksum = _adler32_combine(checksum, piece_checksum, length)
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind)))
+        crc = isal_zlib.crc32(payload, isal_zlib.crc32(kind))
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), chunk(b"IDAT", b"\x78\x01")]
@@ -122,19 +141,34 @@ def _adler32_combine(first: int, second: int, second_length: int) -> int:
 
 
 def _encode_tiff(rgb) -> bytes:
+    """A TIFF of a uint8 or uint16 RGB image: Adobe deflate with horizontal differencing (predictor 2), strips of
+    about 256 KiB (so a reader can decode part of a large scan) differenced and compressed by ISA-L on all cores,
+    then handed to tifffile as finished strips."""
     import io
 
     import tifffile
+    from isal import isal_zlib
+
+    from koala.color import _thread_pool
 
     array = np.asarray(rgb)
     if array.ndim != 3 or array.shape[-1] != 3 or array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a uint8 or uint16 RGB image (H, W, 3), got {array.dtype} {array.shape}")
+    array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    height, width = array.shape[:2]
+    rows = max(1, (1 << 18) // (width * array.itemsize * 3))
+
+    def strip(top: int) -> bytes:
+        block = array[top:top + rows]
+        difference = np.empty_like(block)  # each sample less the same channel's on its left, modulo 2^bits
+        difference[:, 0] = block[:, 0]
+        np.subtract(block[:, 1:], block[:, :-1], out=difference[:, 1:])
+        return isal_zlib.compress(difference.data, TIFF_DEFLATE_LEVEL)
+
+    strips = list(_thread_pool().map(strip, range(0, height, rows)))
     buffer = io.BytesIO()
-    # strips of about 256 KiB each, so a reader can decode part of a large scan
-    rows = max(1, (1 << 18) // (array.shape[1] * array.itemsize * 3))
-    tifffile.imwrite(buffer, np.ascontiguousarray(array), photometric="rgb", compression="zlib",
-                     compressionargs={"level": TIFF_DEFLATE_LEVEL},
-                     predictor=True, rowsperstrip=rows, metadata=None, maxworkers=os.cpu_count() or 1)
+    tifffile.imwrite(buffer, iter(strips), shape=array.shape, dtype=array.dtype, byteorder="<", photometric="rgb",
+                     compression="zlib", predictor=True, rowsperstrip=rows, metadata=None)
     return buffer.getvalue()
 
 
