@@ -205,7 +205,7 @@ class Colorizer:
                 return pending
         array = images.read_image(data, name=str(source), keep_grey=True, keep_depth=output_format == "TIFF")
         grey = array if array.ndim == 2 else color.grey_with_lightness(array)
-        small = color.rgb_to_lightness(images.resize_exact(_eight_bit(grey), self.size))
+        small = color.rgb_to_lightness(images.resize_exact(images.eight_bit(grey), self.size))
 
         def finish(ab: np.ndarray, slope: np.ndarray | None) -> bytes:
             return outputs.encode_image(color.join_grey_offsets(grey, ab, slope), output_format, quality=quality)
@@ -544,13 +544,6 @@ def remove_stale_partials(output_dir: Path) -> None:
             partial.unlink()
         except OSError:
             pass
-
-
-def _eight_bit(grey: np.ndarray) -> np.ndarray:
-    """A uint8 copy of 16-bit grey levels (rounded as ImageMagick does); uint8 ones as they are."""
-    if grey.dtype == np.uint8:
-        return grey
-    return ((grey.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _resize_lightness(lightness: np.ndarray, size: int) -> np.ndarray:

@@ -473,8 +473,8 @@ def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, ke
     if mode.startswith("I"):  # 16-bit grey
         if keep_grey and keep_depth:
             pixels = pixels.astype(np.uint16)
-        else:  # ImageMagick's rounding from 16 to 8 bits
-            pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        else:
+            pixels = eight_bit(pixels)
     elif pixels.dtype != np.uint8:
         return None
     pixels = upright(pixels, _EXIF_ORIENTATIONS.get(orientation))
@@ -664,6 +664,13 @@ def _to_rgb_array(image, keep_grey: bool = False, keep_depth: bool = False) -> n
     if raw is None or len(raw) != width * height * 3:
         raise ValueError("unexpected pixel data size")
     return upright(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy(), orientation)
+
+
+def eight_bit(pixels: np.ndarray) -> np.ndarray:
+    """A uint8 copy of 16-bit levels, rounded as ImageMagick rounds them; uint8 ones as they are."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def upright(pixels: np.ndarray, orientation: str | None) -> np.ndarray:
