@@ -557,11 +557,11 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         return None
-    layout = _plain_jpeg(data)
-    if layout is None:
-        return None
-    width, height, scan_end = layout
     try:
+        layout = _plain_jpeg(data)
+        if layout is None:
+            return None
+        width, height, scan_end = layout
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # any warning (a doubtful header): ImageMagick decides
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # the limits are checked here
