@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/archive_stages.py [--repeats 5]
 
 For a grey 8-bit PNG, a 16-bit grey TIFF (deflate) and a grey JPEG made from one generated scan (4000 × 3000,
-film grain): decode (ImageMagick, as before; Pillow for PNG and TIFF now: ``koala.images._read_with_pillow``),
-the colour join (the exact Lab join at full size, as before; :func:`koala.color.join_grey_offsets` now) and the
-encode (Pillow PNG level 3, as before; the threaded PNG writer now; TIFF: 8- and 16-bit). The colour is a fixed
-prediction at 256 with an edge-aware slope (no network: forward times are the folder benchmark's). Medians of
-``--repeats`` after a warm-up; on a busy machine compare the before/after ratios within the run, not the
-absolute figures.
+film grain): decode (ImageMagick, as before; Pillow now: ``koala.images._read_with_pillow`` for PNG and TIFF,
+``_read_jpeg_with_pillow`` for JPEG), the colour join (the exact Lab join at full size, as before;
+:func:`koala.color.join_grey_offsets` now) and the encode (Pillow PNG level 3, as before; the threaded PNG writer
+now; TIFF: 8- and 16-bit). The colour is a fixed prediction at 256 with an edge-aware slope (no network:
+forward times are the folder benchmark's). Medians of ``--repeats`` after a warm-up; on a busy machine compare the
+before/after ratios within the run, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def main(argv=None) -> dict:
     cheap16 = color.join_grey_offsets(grey16, offset, slope)
 
     def imagemagick(data, **options):
-        with mock.patch.object(images, "_read_with_pillow", return_value=None):
+        with mock.patch.object(images, "_read_with_pillow", return_value=None), \
+                mock.patch.object(images, "_read_jpeg_with_pillow", return_value=None):
             return images.read_image(data, keep_grey=True, **options)
 
     def pillow_png(array, level=3):
@@ -70,7 +71,8 @@ def main(argv=None) -> dict:
         "decode 16-bit grey TIFF to 8 bits, Pillow (now)": lambda: images.read_image(files["scan16.tif"], keep_grey=True),
         "decode 16-bit grey TIFF keeping 16 bits, Pillow (now)":
             lambda: images.read_image(files["scan16.tif"], keep_grey=True, keep_depth=True),
-        "decode grey JPEG, ImageMagick (before and now)": lambda: images.read_image(files["scan.jpg"], keep_grey=True),
+        "decode grey JPEG, ImageMagick (before)": lambda: imagemagick(files["scan.jpg"]),
+        "decode grey JPEG, Pillow (now)": lambda: images.read_image(files["scan.jpg"], keep_grey=True),
         "join, exact Lab at full size (before)": lambda: color.join_grey_ab(grey, offset, slope),
         "join, offsets from a reduced copy (now)": lambda: color.join_grey_offsets(grey, offset, slope),
         "join, offsets, 16-bit (now)": lambda: color.join_grey_offsets(grey16, offset, slope),

@@ -1,0 +1,240 @@
+"""JPEGs decoded by Pillow (koala.images._read_jpeg_with_pillow): the pixels, orientation, sizes and errors that
+ImageMagick gives for the same files, damage never hidden, and the limits checked before any pixel is decoded."""
+
+import concurrent.futures
+import io
+
+import numpy as np
+import pytest
+
+from koala import images
+from tests.conftest import make_photo
+from tests.make_bad_inputs import _cmyk_jpeg, _jpeg_with_orientation
+
+TOLERANCE = 2
+"""Largest difference in levels allowed between the two decoders. Measured: 0 (both are libjpeg-turbo with its
+default integer IDCT and fancy upsampling); a differently built libjpeg-turbo may round a step differently."""
+
+HEIGHT, WIDTH = 157, 203  # not multiples of 8 or 16: partial blocks at the right and bottom edges
+
+
+def _encode(array, **options) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def _imagemagick(data, **options):
+    """``read_image`` as before: every JPEG decoded by ImageMagick."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(images, "_read_jpeg_with_pillow", lambda *args, **kwargs: None)
+        return images.read_image(data, **options)
+
+
+def _pillow(data, **options):
+    """``read_image``, checking that Pillow decoded the JPEG."""
+    real, taken = images._read_jpeg_with_pillow, []
+
+    def spy(*args, **kwargs):
+        decoded = real(*args, **kwargs)
+        taken.append(decoded is not None)
+        return decoded
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(images, "_read_jpeg_with_pillow", spy)
+        decoded = images.read_image(data, **options)
+    assert taken == [True], "Pillow did not decode it"
+    return decoded
+
+
+def _outcome(data, reader):
+    try:
+        return reader(data, name="broken.jpg")
+    except images.ImageError as error:
+        return str(error)
+
+
+def _photo() -> np.ndarray:
+    return make_photo(21, HEIGHT, WIDTH)
+
+
+def _grey() -> np.ndarray:
+    return _photo().mean(axis=-1).astype(np.uint8)
+
+
+def _with_adobe_rgb_flag(data: bytes) -> bytes:
+    """An Adobe APP14 segment whose transform flag 0 declares the three components RGB, not Y'CbCr."""
+    return data[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + data[2:]
+
+
+def _icc_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+
+
+JPEGS = {
+    "colour 4:2:0": lambda: _encode(_photo(), quality=90),
+    "colour 4:4:4": lambda: _encode(_photo(), quality=90, subsampling=0),
+    "colour 4:2:2": lambda: _encode(_photo(), quality=90, subsampling=1),
+    "colour, optimised Huffman tables": lambda: _encode(_photo(), quality=80, optimize=True),
+    "grey": lambda: _encode(_grey(), quality=90),
+    "colour JPEG of a grey photo": lambda: _encode(np.repeat(_grey()[..., None], 3, axis=-1), quality=90),
+    "EXIF orientation 6": lambda: _jpeg_with_orientation(_photo(), 6),
+    "EXIF orientation 3": lambda: _jpeg_with_orientation(_photo(), 3),
+    "grey, EXIF orientation 8": lambda: _jpeg_with_orientation(_grey(), 8),
+    "embedded colour profile (ignored)": lambda: _encode(_photo(), quality=90, icc_profile=_icc_profile()),
+    "Adobe segment: RGB components": lambda: _with_adobe_rgb_flag(_encode(_photo(), quality=90, subsampling=0)),
+}
+
+
+@pytest.mark.parametrize("keep_grey", [False, True], ids=["rgb", "keep_grey"])
+@pytest.mark.parametrize("shrink_to", [None, 150, 38, 19], ids=["full", "1:1", "1:4", "1:8"])
+@pytest.mark.parametrize("case", JPEGS)
+def test_pillow_decodes_as_imagemagick_does(case, shrink_to, keep_grey):
+    data = JPEGS[case]()
+    decoded = _pillow(data, shrink_to=shrink_to, keep_grey=keep_grey)
+    expected = _imagemagick(data, shrink_to=shrink_to, keep_grey=keep_grey)
+    assert decoded.dtype == np.uint8 and decoded.shape == expected.shape
+    assert np.abs(decoded.astype(int) - expected).max() <= TOLERANCE
+    assert decoded.flags.c_contiguous
+
+
+def test_every_exif_orientation_is_imagemagick_s():
+    card = make_photo(22, 40, 64)
+    for orientation in range(1, 9):
+        data = _jpeg_with_orientation(card, orientation)
+        decoded = _pillow(data)
+        assert decoded.shape == card.shape, orientation
+        assert np.abs(decoded.astype(int) - _imagemagick(data)).max() <= TOLERANCE, orientation
+        assert np.abs(decoded.astype(int) - card).mean() < 6, orientation
+
+
+def test_a_reduced_scale_is_never_smaller_than_asked():
+    """Where ImageMagick's size hint decodes at 3/8, Pillow (powers of two only) decodes at 1/2: larger, never
+    smaller than the hint; elsewhere the two sizes are the same (the test above)."""
+    data = _encode(_photo(), quality=90)
+    for shrink_to in (45, 50):  # 157 / 45 and 157 / 50: a scale of 1/3 asked for
+        decoded = _pillow(data, shrink_to=shrink_to)
+        expected = _imagemagick(data, shrink_to=shrink_to)
+        assert decoded.shape == (79, 102, 3) and expected.shape == (59, 77, 3)
+        assert min(decoded.shape[:2]) >= shrink_to
+    for height, width, shrink_to in ((10, 3000, 256), (3000, 10, 256), (300, 200, 512), (17, 9, 1)):
+        data = _encode(np.full((height, width), 90, np.uint8))
+        decoded = _pillow(data, keep_grey=True, shrink_to=shrink_to)
+        assert decoded.shape == _imagemagick(data, keep_grey=True, shrink_to=shrink_to).shape
+        assert all(side >= min(shrink_to, own) for side, own in zip(decoded.shape, (height, width)))
+
+
+def test_grey_jpegs_keep_one_channel_only_when_asked():
+    grey = _encode(_grey(), quality=95)
+    assert _pillow(grey, keep_grey=True).shape == (HEIGHT, WIDTH)
+    assert _pillow(grey).shape == (HEIGHT, WIDTH, 3)
+    # a colour JPEG of a grey photo stays three channels, as ImageMagick gives it
+    three = _encode(np.repeat(_grey()[..., None], 3, axis=-1), quality=95)
+    assert _pillow(three, keep_grey=True).shape == (HEIGHT, WIDTH, 3)
+
+
+def _damaged() -> dict[str, bytes]:
+    jpeg = _encode(_photo(), quality=90)
+    grey = _encode(_grey(), quality=90)
+    scan = jpeg.index(b"\xff\xda") + 14  # the first bytes of entropy-coded data
+    garbage = np.random.default_rng(3).integers(0, 255, 3000, dtype=np.uint8).tobytes().replace(b"\xff", b"\x00")
+    middle = scan + (len(jpeg) - scan) // 2
+    return {
+        "cut at half": jpeg[: len(jpeg) // 2],
+        "grey, cut at two thirds": grey[: len(grey) * 2 // 3],
+        "no end marker": jpeg[:-2],
+        "cut, then an end marker": jpeg[: len(jpeg) * 2 // 3] + b"\xff\xd9",
+        "grey, cut, then an end marker": grey[: len(grey) // 2] + b"\xff\xd9",
+        "last 40 bytes gone, end marker kept": jpeg[:-42] + b"\xff\xd9",
+        "end marker inside the scan": jpeg[:middle] + b"\xff\xd9" + jpeg[middle + 2 :],
+        "garbage after a few scan bytes": jpeg[: scan + 30] + garbage,
+        "garbage after a few scan bytes, end marker": jpeg[: scan + 30] + garbage + b"\xff\xd9",
+        "a restart marker where none belongs": jpeg[:middle] + b"\xff\xd3" + jpeg[middle + 2 :],
+    }
+
+
+@pytest.mark.parametrize("case", list(_damaged()))
+def test_damaged_jpegs_give_imagemagick_s_error(case):
+    data = _damaged()[case]
+    assert images._read_jpeg_with_pillow(data, "broken.jpg", images.MAX_PIXELS, None, False) is None
+    error = _outcome(data, images.read_image)
+    assert isinstance(error, str) and error.startswith("broken.jpg: ") and "\n" not in error
+    assert error == _outcome(data, _imagemagick)
+
+
+@pytest.mark.parametrize("case", ["trailing data after the end marker", "zero bytes before the end marker"])
+def test_harmless_extra_bytes_are_accepted_by_both(case):
+    jpeg = _encode(_photo(), quality=90)
+    data = jpeg + b"trailing data" * 20 if case.startswith("trailing") else jpeg[:-2] + b"\x00\x00\xff\xd9"
+    assert np.array_equal(_pillow(data), _imagemagick(data))
+
+
+def test_what_pillow_leaves_to_imagemagick():
+    """CMYK, progressive, restart markers, several scans: decoded by ImageMagick, as before."""
+    cmyk, _ = _cmyk_jpeg()
+    photo = _photo()
+    for data in (cmyk, _encode(photo, progressive=True), _encode(_grey(), progressive=True),
+                 _encode(photo, restart_marker_blocks=4)):
+        assert images._plain_jpeg(data) is None
+        assert images._read_jpeg_with_pillow(data, "x.jpg", images.MAX_PIXELS, None, False) is None
+        assert np.array_equal(images.read_image(data), _imagemagick(data))
+    jpeg = _encode(photo, quality=90)
+    frame = jpeg.index(b"\xff\xc0")
+    assert images._plain_jpeg(jpeg) is not None
+    twelve_bit = jpeg[: frame + 4] + b"\x0c" + jpeg[frame + 5 :]
+    assert images._plain_jpeg(twelve_bit) is None
+    scan = jpeg.index(b"\xff\xda")  # a second scan would follow the first: not one scan ended by the end marker
+    assert images._plain_jpeg(jpeg[:-2] + jpeg[scan:]) is None
+
+
+def test_a_jpeg_over_the_pixel_limit_is_refused_before_decoding(monkeypatch):
+    import wand.image
+    from PIL import Image
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing may decode a JPEG over the limit")
+
+    jpeg = _encode(_photo(), quality=90)
+    frame = jpeg.index(b"\xff\xc0")
+    flood = jpeg[: frame + 5] + (30_000).to_bytes(2, "big") + (20_000).to_bytes(2, "big") + jpeg[frame + 9 :]
+    monkeypatch.setattr(Image, "open", refuse)
+    monkeypatch.setattr(wand.image.Image, "ping", refuse)
+    monkeypatch.setattr(wand.image.Image, "read", refuse)
+    with pytest.raises(images.ImageError, match="too large"):
+        images.read_image(jpeg, max_pixels=HEIGHT * WIDTH - 1)
+    with pytest.raises(images.ImageError, match="too large"):
+        images.read_image(flood, name="flood.jpg")  # 600 MP declared in a file of a few kilobytes
+
+
+def test_beyond_imagemagick_s_limits_pillow_declines(monkeypatch):
+    jpeg = _encode(_photo(), quality=90)
+    assert images._read_jpeg_with_pillow(jpeg, "x.jpg", images.MAX_PIXELS, None, False) is not None
+    for limit, value in (("width", WIDTH - 1), ("height", HEIGHT - 1), ("area", WIDTH * HEIGHT - 1),
+                         ("memory", WIDTH * HEIGHT * 4 - 1)):
+        with monkeypatch.context() as patch:
+            patch.setitem(images.MAGICK_LIMITS, limit, value)
+            assert images._read_jpeg_with_pillow(jpeg, "x.jpg", images.MAX_PIXELS, None, False) is None, limit
+
+
+def test_truncated_jpegs_stay_errors_with_load_truncated_images_on(monkeypatch):
+    from PIL import ImageFile
+
+    jpeg = _encode(_photo(), quality=90)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # set by some other library in the process
+    assert images._read_jpeg_with_pillow(jpeg, "x.jpg", images.MAX_PIXELS, None, False) is None
+    for data in (jpeg[: len(jpeg) // 2], jpeg[:-2]):
+        with pytest.raises(images.ImageError, match="truncated"):
+            images.read_image(data, name="cut.jpg")
+
+
+def test_threads_decode_at_once():
+    jpegs = [_encode(make_photo(seed, 300, 400), quality=90) for seed in range(4)]
+    expected = [_pillow(data) for data in jpegs]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(images.read_image, jpegs * 4))
+    for index, decoded in enumerate(results):
+        assert np.array_equal(decoded, expected[index % 4])
