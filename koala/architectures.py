@@ -61,3 +61,19 @@ def build_colorizer(config: ColorizerConfig | None = None) -> keras.Model:
 def model_inputs(config: ColorizerConfig, lightness, embedding):
     """The model's inputs in the order it expects them (the same for every architecture)."""
     return [lightness, embedding] if config.fusion else lightness
+
+
+def at_input_size(model: keras.Model, config: ColorizerConfig, size: int) -> keras.Model:
+    """The same head reading photos at ``size`` × ``size``: built at that size, with ``model``'s weights (the heads
+    are convolutional; the fusion layer spreads the embedding over whatever grid the encoder gives).
+
+    Raises:
+        ValueError: the architecture cannot be built at that size (the U-Net needs a multiple of 32).
+    """
+    import dataclasses
+
+    if size == config.image_size:
+        return model
+    resized = build_colorizer(dataclasses.replace(config, image_size=size))
+    resized.set_weights(model.get_weights())
+    return resized

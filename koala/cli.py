@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from koala.architectures import ARCHITECTURES
-from koala.config import CHROMA_SCALE_MAX, ColorizerConfig
+from koala.config import CHROMA_SCALE_MAX, INPUT_SIZE_MAX, ColorizerConfig
 
 DEFAULTS = ColorizerConfig()
 SERVICE_PACKAGES = ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart")
@@ -64,6 +64,19 @@ fraction = _number_checker(float, "a number from 0 to 1", 0.0, allow_minimum=Tru
 jpeg_quality = _number_checker(int, "a JPEG quality from 1 to 100", 1, allow_minimum=True, maximum=100)
 chroma_scale = _number_checker(float, f"a chroma scale from 0 to {CHROMA_SCALE_MAX:g}", 0.0, allow_minimum=True,
                                maximum=CHROMA_SCALE_MAX)
+_input_size_range = _number_checker(int, f"0 or a multiple of 32 up to {INPUT_SIZE_MAX}", 0, allow_minimum=True,
+                                    maximum=INPUT_SIZE_MAX)
+
+
+def input_size(text: str) -> int:
+    """``--input-size``: 0 (the model's training size) or a multiple of 32 up to :data:`INPUT_SIZE_MAX`."""
+    value = _input_size_range(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be 0 or a multiple of 32 up to {INPUT_SIZE_MAX}, got {text}")
+    return value
+
+
+input_size.__name__ = "0 or a multiple of 32"
 
 
 def _check_input_path(path: str, what: str = "file or folder") -> None:
@@ -387,6 +400,9 @@ def _add_colorize(subparsers) -> None:
     parser.add_argument("--edge-radius", type=non_negative_int, default=None,
                         help="0 enlarges the predicted colour smoothly; 1 or more makes its edges follow the "
                         "photo's (a guided filter of this radius at 256 px: fewer colour halos) (default: the model's)")
+    parser.add_argument("--input-size", type=input_size, default=None, metavar="PX",
+                        help="the side of the square copy of each photo the network reads: 0 the size it was trained "
+                        "at (256), larger finer detail and more work (a multiple of 32; default: the model's)")
     parser.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                         help="threads that read and write photos while the network colours others (default: one "
                         "per CPU core; 0: one photo at a time); not with --cluster")
@@ -410,7 +426,8 @@ def _run_colorize(arguments) -> int:
     if not (model / "model.keras").is_file() and not (model.is_file() and model.suffix == ".keras"):
         raise FileNotFoundError(f"{model}: no model here (expected a folder with model.keras and config.json)")
     settings = dict(model_path=model, embedder_weights=arguments.embedder_weights, temperature=arguments.temperature,
-                    chroma_scale=arguments.chroma_scale, edge_radius=arguments.edge_radius)
+                    chroma_scale=arguments.chroma_scale, edge_radius=arguments.edge_radius,
+                    input_size=arguments.input_size)
     options = dict(output_format=arguments.format, overwrite=arguments.overwrite, reencode=arguments.reencode,
                    progress=sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr))
     if arguments.cluster:

@@ -9,7 +9,7 @@ import sys
 
 
 def add_parser(subparsers) -> None:
-    from koala.cli import chroma_scale, non_negative_int, positive_int
+    from koala.cli import chroma_scale, input_size, non_negative_int, positive_int
     from koala.evaluate import BATCH_SIZE, FIGURE_LIMIT
 
     parser = subparsers.add_parser(
@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="images predicted at once")
     parser.add_argument("--chroma-scale", type=chroma_scale, default=None,
                         help="multiply the predicted colour, as koala colorize --chroma-scale (default: the model's)")
+    parser.add_argument("--input-size", type=input_size, default=None, metavar="PX",
+                        help="the side the network reads each photo at, as koala colorize --input-size "
+                        "(default: the model's)")
     parser.add_argument("--embedder-weights", default=None, help="override the embedder weights (e.g. a local .h5)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
@@ -57,7 +60,7 @@ def run(arguments) -> int:
 
     result = evaluate(
         arguments.model, data, split=arguments.split, full_size=arguments.photos is not None,
-        chroma_scale=arguments.chroma_scale, report_dir=arguments.report, limit=arguments.limit,
+        chroma_scale=arguments.chroma_scale, input_size=arguments.input_size, report_dir=arguments.report, limit=arguments.limit,
         figure_limit=arguments.figures, batch_size=arguments.batch_size, embedder_weights=arguments.embedder_weights,
         progress=not arguments.quiet and sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr),
     )

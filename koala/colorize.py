@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from koala import color, images, jpeg_luma, outputs
-from koala.config import CHROMA_SCALE_MAX
+from koala.config import CHROMA_SCALE_MAX, INPUT_SIZE_MAX
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -73,6 +73,8 @@ class Colorizer:
             above 0: following the photo's edges, see :func:`koala.color.edge_aware_ab`); default: the
             model's config.
         flip_average: predict each photo and its mirror image and average the two (default: the model's config).
+        input_size: the side of the square copy of each photo the network reads, a multiple of 32 (0: the side
+            the model was trained at; default: the model's config). ``edge_radius`` is scaled with it.
 
     Example::
 
@@ -89,12 +91,21 @@ class Colorizer:
         edge_radius: int | None = None,
         edge_epsilon: float | None = None,
         flip_average: bool | None = None,
+        input_size: int | None = None,
     ):
         from koala.train import load_head
 
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.model, self.config = load_head(self.model_path)
-        self.size = self.config.image_size
+        self.input_size = self.config.input_size if input_size is None else input_size
+        if self.input_size < 0 or self.input_size % 32 or self.input_size > INPUT_SIZE_MAX:
+            raise ValueError(f"input_size must be 0 (the model's own) or a multiple of 32 up to {INPUT_SIZE_MAX}, "
+                             f"got {self.input_size}")
+        self.size = self.input_size or self.config.image_size
+        if self.size != self.config.image_size:
+            from koala.architectures import at_input_size
+
+            self.model = at_input_size(self.model, self.config, self.size)
         self.temperature = self.config.temperature if temperature is None else temperature
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
@@ -144,7 +155,8 @@ class Colorizer:
         ``edge_radius``, the offset and slope of ab as a function of lightness (:func:`color.edge_aware_ab`)."""
         if not self.edge_radius:
             return ab, None
-        return color.edge_aware_ab(small_lightness, ab, self.edge_radius, self.edge_epsilon)
+        radius = max(1, round(self.edge_radius * self.size / self.config.image_size))  # the same share of the photo
+        return color.edge_aware_ab(small_lightness, ab, radius, self.edge_epsilon)
 
     def colorize_lightness(self, lightness: np.ndarray) -> np.ndarray:
         """Colour one L* image (H, W) of any size; returns uint8 sRGB (H, W, 3)."""

@@ -10,6 +10,9 @@ from pathlib import Path
 CHROMA_SCALE_MAX = 2.0
 """``chroma_scale`` runs from 0 (grey) to this; the command line and :class:`koala.Colorizer` both check it."""
 
+INPUT_SIZE_MAX = 1024
+"""``input_size`` runs up to this (a 1024-px copy: 16 times the network's work of a 256-px one)."""
+
 
 @dataclasses.dataclass
 class ColorizerConfig:
@@ -42,6 +45,11 @@ class ColorizerConfig:
     """Colouring, with ``edge_radius``: the guided filter's regularisation (larger: smoother colour)."""
     flip_average: bool = False
     """Colouring: average the prediction for the photo and for its mirror image (twice the network's work)."""
+    input_size: int = 0
+    """Colouring: the side of the square copy of each photo the network reads (0: ``image_size``, the side it was
+    trained at). The heads are convolutional, so a model trained at 256 can read a larger copy of a large photo
+    (finer detail, more of the network's work per photo: the square of the ratio); ``edge_radius`` is scaled with
+    it, so the colour's edges follow the photo's over the same share of the picture."""
     image_size: int = 256
     # training
     rebalance: float = 0.5

@@ -347,6 +347,7 @@ def evaluate(
     embedder_weights: str | None = None,
     full_size: bool = False,
     chroma_scale: float | None = None,
+    input_size: int | None = None,
     progress: bool = True,
     log=print,
 ) -> EvaluationResult:
@@ -368,6 +369,8 @@ def evaluate(
         embedder_weights: override a fusion model's embedder weights (as for ``koala colorize``).
         full_size: score a folder's photos at their own size (not for a prepared set).
         chroma_scale: override the model's chroma scale (only when a model folder is given).
+        input_size: override the side the network reads photos at (as ``chroma_scale``; see
+            :class:`koala.colorize.Colorizer`).
 
     Returns:
         An :class:`EvaluationResult`.
@@ -383,9 +386,11 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     if isinstance(model_or_colorizer, (str, os.PathLike)):
-        colorizer = Colorizer(model_or_colorizer, embedder_weights=embedder_weights, chroma_scale=chroma_scale)
-    elif chroma_scale is not None:
-        raise ValueError("chroma_scale is for a model folder; a loaded Colorizer keeps its own (Colorizer(chroma_scale=...))")
+        colorizer = Colorizer(model_or_colorizer, embedder_weights=embedder_weights, chroma_scale=chroma_scale,
+                              input_size=input_size)
+    elif chroma_scale is not None or input_size is not None:
+        raise ValueError("chroma_scale and input_size are for a model folder; a loaded Colorizer keeps its own "
+                         "(Colorizer(chroma_scale=..., input_size=...))")
     else:
         colorizer = model_or_colorizer
     model_label = str(getattr(colorizer, "model_path", "") or type(colorizer).__name__)

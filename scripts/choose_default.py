@@ -6,8 +6,8 @@
         --historic ../shared/data/historic --out models/comparison-full
 
 A candidate is a model folder with optional colouring settings after ``@``, comma-separated: ``S=`` chroma scale,
-``T=`` classification temperature, ``R=`` edge radius, ``E=`` edge epsilon and ``F=1`` flip averaging
-(``ColorizerConfig``; ``R=0`` enlarges the colour bilinearly). Every photo is coloured at its own size exactly as ``koala colorize`` colours it (colour
+``T=`` classification temperature, ``R=`` edge radius, ``E=`` edge epsilon, ``F=1`` flip averaging and ``I=`` the
+side the network reads each photo at (``ColorizerConfig``; ``R=0`` enlarges the colour bilinearly). Every photo is coloured at its own size exactly as ``koala colorize`` colours it (colour
 predicted at the network's size, enlarged, joined with the photo's full-resolution lightness) and scored against
 its true colours beside the grey baseline (the same lightness, no colour). The network runs once per photo and
 model, whatever the number of settings.
@@ -35,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SETTINGS = {"S": "chroma_scale", "T": "temperature", "R": "edge_radius", "E": "edge_epsilon", "F": "flip_average"}
+SETTINGS = {"S": "chroma_scale", "T": "temperature", "R": "edge_radius", "E": "edge_epsilon", "F": "flip_average",
+            "I": "input_size"}
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -46,7 +47,7 @@ def parse_candidate(text: str) -> tuple[str, dict]:
         key, _, value = item.partition("=")
         if key not in SETTINGS or not value:
             raise SystemExit(f"{text}: unknown setting {item!r} (use {', '.join(f'{key}=' for key in SETTINGS)})")
-        options[SETTINGS[key]] = int(value) if key == "R" else bool(int(value)) if key == "F" else float(value)
+        options[SETTINGS[key]] = int(value) if key in ("R", "I") else bool(int(value)) if key == "F" else float(value)
     return path, options
 
 
@@ -68,7 +69,7 @@ def _caching_colorizer_class():
 
     class CachingColorizer(Colorizer):
         def network_output(self, lightness):
-            key = (str(self.model_path), self.flip_average,
+            key = (str(self.model_path), self.flip_average, self.size,
                    hashlib.sha1(np.ascontiguousarray(lightness).tobytes()).hexdigest())
             if key not in outputs:
                 outputs[key] = np.asarray(super().network_output(lightness))
