@@ -19,7 +19,7 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   the memory it needs is free (:data:`MAGICK_MEMORY`), instead of failing half-way because another thread's
   photo took it. An 8-bit greyscale JPEG or PNG needs two pixel caches in ImageMagick 6 (18 bytes a pixel:
   256 MiB is 15 MP); one that could never fit is decoded by Pillow instead, after ImageMagick has read and
-  checked its header.
+  checked its header (a plain JPEG with the damage check described below: :func:`_read_grey_with_pillow`).
 
 Plain PNGs and TIFFs (8-bit RGB, 8- or 16-bit grey, no transparency or palette, common lossless compressions)
 are decoded by Pillow instead (:func:`_read_with_pillow`: 3 to 8 times faster), and so are plain JPEGs (8-bit grey
@@ -303,7 +303,7 @@ def read_image(
             _check_size(label, width, height, max_pixels)
             cost = magick_decode_bytes(data, image_format, width, height, shrink_to)
             if cost > MAGICK_MEMORY.capacity and _is_grey_8bit(data, image_format):
-                return _read_grey_with_pillow(data, label, image_format, keep_grey)
+                return _read_grey_with_pillow(data, label, image_format, max_pixels, shrink_to, keep_grey)
             with MAGICK_MEMORY.reserve(cost, label), Image() as image:
                 if shrink_to and image_format == "JPEG":
                     # ImageMagick scales by min(width / hint width, height / hint height), truncated to a whole
@@ -416,8 +416,19 @@ def _is_grey_8bit(data: bytes, image_format: str) -> bool:
     return False
 
 
-def _read_grey_with_pillow(data: bytes, label, image_format: str, keep_grey: bool) -> np.ndarray:
-    """Decode an 8-bit greyscale JPEG or PNG with Pillow (one byte a pixel), upright; damage is an error."""
+def _read_grey_with_pillow(data: bytes, label, image_format: str, max_pixels: int, shrink_to: int | None,
+                           keep_grey: bool) -> np.ndarray:
+    """Decode an 8-bit greyscale JPEG or PNG that ImageMagick's memory could never hold, with Pillow (one byte a
+    pixel), upright; damage is an error, since ImageMagick cannot decode it to report the damage in its words.
+
+    A plain JPEG (:func:`_plain_jpeg`) is decoded as :func:`_read_jpeg_with_pillow` decodes it, with the same damage
+    check (its scan's data given without the end marker: data that ends early is a truncated file); when that
+    fails, the file is damaged (or something else Pillow has trouble with): an :class:`ImageError` giving Pillow's
+    words. Any other JPEG (progressive, restart markers, ...) is decoded by Pillow as it is: a file cut short is
+    refused ("image file is truncated"), but data that ends early at a marker inside the file (a cut file with an
+    end marker appended, damage before a restart marker) decodes with the rest of the picture grey, unreported,
+    since Pillow passes on none of libjpeg's warnings. A PNG's data is checked by zlib and its chunks' CRCs.
+    """
     import io
 
     from PIL import Image as PILImage
@@ -426,14 +437,23 @@ def _read_grey_with_pillow(data: bytes, label, image_format: str, keep_grey: boo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the size was checked above, against the caller's limit
+            if image_format == "JPEG":
+                layout = _plain_jpeg(data)
+                if layout is not None:
+                    pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to)
+                    return pixels if keep_grey else np.repeat(pixels[..., None], 3, axis=-1)
             with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
                 picture.load()
                 upright = ImageOps.exif_transpose(picture)
                 grey = np.asarray(upright.convert("L"))
+    except ImageError:
+        raise
     except MemoryError:
         raise ImageError(label, "not enough memory to decode this image") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(label, f"damaged or truncated {image_format} data ({error})") from None
+    except (OSError, SyntaxError, ValueError, struct.error) as error:  # Pillow's words for data it cannot decode
+        raise ImageError(label, f"damaged or truncated {image_format} data ({error or type(error).__name__})") from None
+    except Exception as error:  # noqa: BLE001 (ImageMagick cannot take it either: Pillow's words are the reason)
+        raise ImageError(label, f"cannot decode ({error or type(error).__name__})") from None
     return grey if keep_grey else np.repeat(grey[..., None], 3, axis=-1)
 
 
@@ -550,8 +570,6 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
     side): the scale ImageMagick's ``jpeg:size`` hint chooses, except where that is 3/8 and Pillow's 1/2 (a larger
     picture).
     """
-    import io
-
     from PIL import Image as PILImage
     from PIL import ImageFile
 
@@ -561,38 +579,72 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
         layout = _plain_jpeg(data)
         if layout is None:
             return None
-        width, height, scan_end = layout
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # any warning (a doubtful header): ImageMagick decides
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # the limits are checked here
-            orientation = _magick_orientation(data)
-            stream = io.BytesIO(data[:scan_end] + bytes(_JPEG_PADDING))
-            with PILImage.open(stream, formats=["JPEG"]) as picture:
-                mode = picture.mode
-                if mode not in ("L", "RGB") or picture.size != (width, height):
-                    return None
-                if not _within_magick_limits(width, height, mode):
-                    return None  # ImageMagick refuses it, in its words
-                _check_size(label, width, height, max_pixels)
-                scale = 1
-                if shrink_to:
-                    hint = (min(shrink_to, width), min(shrink_to, height))
-                    scale = max(factor for factor in (1, 2, 4, 8) if factor <= min(width // hint[0], height // hint[1]))
-                    picture.draft(mode, hint)
-                if picture.size != (-(-width // scale), -(-height // scale)):
-                    return None
-                picture.load()
-                pixels = _pillow_array(picture)
+            pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to)
     except ImageError:
         raise
     except Exception:  # noqa: BLE001 (any failure: ImageMagick decodes it or reports what is wrong)
         return None
-    if pixels.dtype != np.uint8 or pixels.shape[:2] != (-(-height // scale), -(-width // scale)):
-        return None
-    pixels = upright(pixels, orientation)
     if pixels.ndim == 2 and not keep_grey:
         return np.repeat(pixels[..., None], 3, axis=-1)
     return pixels
+
+
+class _EndWatcher:
+    """A file's bytes for Pillow, noting whether Pillow ever reached their end: with the end-of-image marker
+    replaced by :data:`_JPEG_PADDING`, libjpeg decodes a whole scan without reaching it, so one that does is cut
+    short (whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` says, which makes Pillow finish such a file silently)."""
+
+    def __init__(self, data: bytes):
+        import io
+
+        self._stream = io.BytesIO(data)
+        self.ran_out = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        if not chunk and size != 0:
+            self.ran_out = True
+        return chunk
+
+    def __getattr__(self, attribute):  # seek, tell, ...
+        return getattr(self._stream, attribute)
+
+
+def _decode_plain_jpeg(data: bytes, layout: tuple[int, int, int], label, max_pixels: int,
+                       shrink_to: int | None) -> np.ndarray:
+    """The pixels of a plain JPEG (``layout`` from :func:`_plain_jpeg`) decoded by Pillow, upright: grey levels
+    (height, width) or RGB (height, width, 3). Raises :class:`ImageError` beyond the limits,
+    and anything else (an ``OSError`` for a scan cut short, a ``ValueError`` for a file that is not what its header
+    said or not for this reader) for the caller to turn into a refusal or a hand-over to ImageMagick."""
+    from PIL import Image as PILImage
+
+    width, height, scan_end = layout
+    orientation = _magick_orientation(data)
+    stream = _EndWatcher(data[:scan_end] + bytes(_JPEG_PADDING))
+    with PILImage.open(stream, formats=["JPEG"]) as picture:
+        mode = picture.mode
+        if mode not in ("L", "RGB") or picture.size != (width, height):
+            raise ValueError(f"Pillow opened it as a {mode} picture of {picture.size}")
+        if not _within_magick_limits(width, height, mode):
+            raise ValueError("beyond ImageMagick's limits")  # ImageMagick refuses it, in its words
+        _check_size(label, width, height, max_pixels)
+        scale = 1
+        if shrink_to:
+            hint = (min(shrink_to, width), min(shrink_to, height))
+            scale = max(factor for factor in (1, 2, 4, 8) if factor <= min(width // hint[0], height // hint[1]))
+            picture.draft(mode, hint)
+        if picture.size != (-(-width // scale), -(-height // scale)):
+            raise ValueError(f"Pillow's draft gave a picture of {picture.size}")
+        picture.load()
+        if stream.ran_out:
+            raise OSError("image file is truncated")
+        pixels = _pillow_array(picture)
+    if pixels.dtype != np.uint8 or pixels.shape[:2] != (-(-height // scale), -(-width // scale)):
+        raise ValueError(f"unexpected pixels: {pixels.dtype} {pixels.shape}")
+    return upright(pixels, orientation)
 
 
 def _pillow_array(picture) -> np.ndarray:

@@ -1,5 +1,6 @@
 """JPEGs decoded by Pillow (koala.images._read_jpeg_with_pillow): the pixels, orientation, sizes and errors that
-ImageMagick gives for the same files, damage never hidden, and the limits checked before any pixel is decoded."""
+ImageMagick gives for the same files, damage never hidden, and the limits checked before any pixel is decoded. Also
+grey JPEGs too large for ImageMagick's memory."""
 
 import concurrent.futures
 import io
@@ -238,3 +239,62 @@ def test_threads_decode_at_once():
         results = list(pool.map(images.read_image, jpegs * 4))
     for index, decoded in enumerate(results):
         assert np.array_equal(decoded, expected[index % 4])
+
+
+def _with_orientation(array: np.ndarray, orientation: int, **options) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(array, exif=exif.tobytes(), **options)
+
+
+def _beyond_imagemagick_s_memory(monkeypatch, capacity: int) -> None:
+    """ImageMagick's memory as a system policy caps it (Debian's: 256 MiB), so large grey decodes go to Pillow."""
+    images.configure_imagemagick()
+    monkeypatch.setattr(images.MAGICK_MEMORY, "capacity", capacity)
+
+
+def test_a_cut_grey_jpeg_too_large_for_imagemagick_is_refused(monkeypatch):
+    """An 8-bit grey JPEG over 15 MP never fits ImageMagick's 256 MiB (two pixel caches): Pillow decodes it alone,
+    and a plain one cut short (with an end marker after the cut, which Pillow alone would decode silently, the rest
+    of the picture grey) is refused, through the Pillow reader's damage check."""
+    from PIL import ImageFile
+
+    _beyond_imagemagick_s_memory(monkeypatch, 256 * 1024**2)
+    height, width = 3500, 4800  # 16.8 MP
+    rows, columns = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(7).integers(0, 24, (height, width))
+    grey = (96 + 60 * np.sin(columns / 310.0) * np.cos(rows / 190.0) + noise).astype(np.uint8)
+    data = _with_orientation(grey, 6, quality=90)
+    assert images.magick_decode_bytes(data, "JPEG", width, height) > images.MAGICK_MEMORY.capacity
+    cut = data[: len(data) * 2 // 3] + b"\xff\xd9"
+    assert images._read_jpeg_with_pillow(cut, "scan.jpg", images.MAX_PIXELS, None, True) is None
+    for load_truncated_images in (False, True):  # Pillow finishes a cut file silently when that is on
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated_images)
+        with pytest.raises(images.ImageError, match=r"^scan\.jpg: damaged or truncated JPEG data \(image file is"):
+            images.read_image(cut, name="scan.jpg", keep_grey=True)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    # the whole file: the same upright pixels whether the Pillow reader takes it first or declines it (as it does
+    # for a header with anything doubtful in it) and ImageMagick's memory sends it to Pillow alone
+    upright = images.read_image(data, keep_grey=True)
+    assert upright.shape == (width, height)
+    with monkeypatch.context() as patch:
+        patch.setattr(images, "_read_jpeg_with_pillow", lambda *args, **kwargs: None)
+        assert np.array_equal(images.read_image(data, keep_grey=True), upright)
+        assert np.array_equal(images.read_image(data)[..., 1], upright)
+
+
+def test_other_grey_jpegs_too_large_for_imagemagick_keep_pillow_s_checks(monkeypatch):
+    """Progressive JPEGs and restart markers (not plain: no padding check) are decoded by Pillow as they are: a file
+    cut short is refused, but one cut and then given an end marker decodes (documented in _read_grey_with_pillow)."""
+    cases = {"progressive": _encode(_grey(), quality=90, progressive=True),
+             "restart markers": _encode(_grey(), quality=90, restart_marker_blocks=2)}
+    expected = {case: _imagemagick(data, keep_grey=True) for case, data in cases.items()}
+    _beyond_imagemagick_s_memory(monkeypatch, 1000)
+    for case, data in cases.items():
+        assert images.magick_decode_bytes(data, "JPEG", WIDTH, HEIGHT) > 1000
+        assert np.abs(images.read_image(data, keep_grey=True).astype(int) - expected[case]).max() <= TOLERANCE, case
+        with pytest.raises(images.ImageError, match=r"^cut\.jpg: damaged or truncated JPEG data"):
+            images.read_image(data[: len(data) * 2 // 3], name="cut.jpg", keep_grey=True)
+        assert images.read_image(data[: len(data) * 2 // 3] + b"\xff\xd9", keep_grey=True).shape == (HEIGHT, WIDTH)
