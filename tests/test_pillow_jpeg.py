@@ -1,6 +1,6 @@
 """JPEGs decoded by Pillow (koala.images._read_jpeg_with_pillow): the pixels, orientation, sizes and errors that
 ImageMagick gives for the same files, damage never hidden, and the limits checked before any pixel is decoded. Also
-grey JPEGs too large for ImageMagick's memory."""
+their Y'CbCr decodes (koala.images.read_jpeg_ycbcr), and grey JPEGs too large for ImageMagick's memory."""
 
 import concurrent.futures
 import io
@@ -241,12 +241,92 @@ def test_threads_decode_at_once():
         assert np.array_equal(decoded, expected[index % 4])
 
 
+def _luma_only(data: bytes) -> bytes:
+    """The grey JPEG that ``jpegtran -grayscale`` makes of ``data``: its luma coefficients, the chroma dropped
+    (whatever its EXIF orientation, unlike :func:`koala.jpeg_luma.luma_only`)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("jpegtran") is None:
+        pytest.skip("jpegtran is not installed")
+    return subprocess.run(["jpegtran", "-grayscale", "-copy", "all"], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def _without_jfif(data: bytes) -> bytes:
+    """``data`` less its JFIF segment: with an Adobe segment's transform flag 0, libjpeg then takes the three
+    components as RGB (with a JFIF segment, as Y'CbCr whatever the Adobe segment says)."""
+    assert data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00"
+    return data[:2] + data[4 + int.from_bytes(data[4:6], "big"):]
+
+
+def _encode_png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def _with_orientation(array: np.ndarray, orientation: int, **options) -> bytes:
     from PIL import Image
 
     exif = Image.Exif()
     exif[0x0112] = orientation
     return _encode(array, exif=exif.tobytes(), **options)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("quality", [75, 90, 95])
+@pytest.mark.parametrize("subsampling", [2, 0], ids=["4:2:0", "4:4:4"])
+@pytest.mark.parametrize("picture", ["grey photo", "colour photo"])
+def test_ycbcr_decode_gives_the_luma_only_jpeg_s_grey_and_read_image_s_rgb(picture, subsampling, quality,
+                                                                            orientation):
+    """One Y'CbCr decode of a colour JPEG gives, level for level, both what decoding its luma alone gives (libjpeg's
+    IDCT of a component does not depend on the others) and the RGB that read_image gives, at every scale."""
+    array = np.repeat(_grey()[..., None], 3, axis=-1) if picture == "grey photo" else _photo()
+    data = _with_orientation(array, orientation, quality=quality, subsampling=subsampling)
+    luma_only = _luma_only(data)
+    for shrink_to, scale in ((None, 1), (78, 2), (39, 4), (19, 8)):
+        ycbcr = images.read_jpeg_ycbcr(data, shrink_to=shrink_to)
+        stored = (-(-HEIGHT // scale), -(-WIDTH // scale))
+        assert ycbcr.dtype == np.uint8 and ycbcr.shape == ((stored if orientation == 1 else stored[::-1]) + (3,))
+        grey = _pillow(luma_only, keep_grey=True, shrink_to=shrink_to)
+        assert np.array_equal(ycbcr[..., 0], grey), shrink_to
+        assert np.array_equal(images.jpeg_ycbcr_to_rgb(ycbcr), _pillow(data, shrink_to=shrink_to)), shrink_to
+
+
+def test_ycbcr_decode_declines_what_read_image_does_not_give_pillow(monkeypatch):
+    """None for what is not a plain colour JPEG (read_image then decodes it with ImageMagick, or reports the damage);
+    the same errors as read_image for files no reader takes."""
+    from PIL import ImageFile
+
+    photo = _photo()
+    jpeg = _encode(photo, quality=90)
+    declined = {
+        "grey": _encode(_grey(), quality=90),
+        "progressive": _encode(photo, progressive=True),
+        "restart markers": _encode(photo, restart_marker_blocks=4),
+        "RGB-coded": _with_adobe_rgb_flag(_without_jfif(_encode(photo, quality=90, subsampling=0))),
+        "CMYK": _cmyk_jpeg()[0],
+        "PNG": _encode_png(photo),
+        **_damaged(),
+    }
+    for case, data in declined.items():
+        assert images.read_jpeg_ycbcr(data, name="x.jpg") is None, case
+    assert _pillow(declined["RGB-coded"]).shape == (HEIGHT, WIDTH, 3)  # read_image's Pillow reader takes it
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+        assert images.read_jpeg_ycbcr(jpeg) is None
+    with monkeypatch.context() as patch:  # what benchmarks and tests use for "every JPEG through ImageMagick"
+        patch.setattr(images, "_read_jpeg_with_pillow", lambda *args, **kwargs: None)
+        assert images.read_jpeg_ycbcr(jpeg) is None
+    with pytest.raises(images.ImageError, match="x.jpg: image is too large"):
+        images.read_jpeg_ycbcr(jpeg, name="x.jpg", max_pixels=HEIGHT * WIDTH - 1)
+    with pytest.raises(images.ImageError, match="x.jpg: file is empty"):
+        images.read_jpeg_ycbcr(b"", name="x.jpg")
+    with pytest.raises(images.ImageError, match="not a supported image"):
+        images.read_jpeg_ycbcr(b"GIF" * 10, name="x.jpg")
 
 
 def _beyond_imagemagick_s_memory(monkeypatch, capacity: int) -> None:
