@@ -241,7 +241,9 @@ class Colorizer:
         stored with three channels, or progressive) first lose their chroma losslessly through ``jpegtran``,
         when it is installed. Colour photos are left to the ordinary path, which keeps their L* exactly
         (their luma Y' is a different grey). Only reduced copies are decoded, by the ordinary reader (size
-        limits, damage checks), at the smallest JPEG scale that still covers the network's input.
+        limits, damage checks), at the smallest JPEG scale that still covers the network's input: once for a plain
+        JPEG (:func:`images.read_jpeg_ycbcr`: its colour and its luma from one decode), twice for the others (to
+        see its colour, then the luma-only JPEG's grey).
         """
         pending = self._begin_jpeg_keeping_luma(data, quality, name, max_pixels)
         if pending is None:
@@ -254,11 +256,18 @@ class Colorizer:
         from koala.data import monochrome_reason
 
         max_pixels = images.MAX_PIXELS if max_pixels is None else max_pixels
-        grey = jpeg_luma.parse(data)
+        grey, small = jpeg_luma.parse(data), None
         if grey is None:
             if not jpeg_luma.transcodable(data):
                 return None
-            preview = images.read_image(data, name=name, shrink_to=self.size, max_pixels=max_pixels)
+            # A plain colour JPEG is decoded once, to Y'CbCr: its colour says whether it is black and white, and its
+            # Y' plane is, level for level, the reduced decode of the luma-only JPEG made below (the same luma
+            # coefficients and IDCT). Other JPEGs (progressive, restart markers, ...) are decoded twice.
+            ycbcr = images.read_jpeg_ycbcr(data, name=name, shrink_to=self.size, max_pixels=max_pixels)
+            if ycbcr is None:
+                preview = images.read_image(data, name=name, shrink_to=self.size, max_pixels=max_pixels)
+            else:
+                preview = images.jpeg_ycbcr_to_rgb(ycbcr)  # what read_image gives, exactly
             if monochrome_reason(preview) is None:
                 return None  # a colour photo
             converted = jpeg_luma.luma_only(data, max_pixels)
@@ -266,7 +275,10 @@ class Colorizer:
             if grey is None:
                 return None
             data = converted
-        small = images.read_image(data, name=name, keep_grey=True, shrink_to=self.size, max_pixels=max_pixels)
+            if ycbcr is not None:
+                small = np.ascontiguousarray(ycbcr[..., 0])
+        if small is None:
+            small = images.read_image(data, name=name, keep_grey=True, shrink_to=self.size, max_pixels=max_pixels)
         if small.ndim == 3:  # a one-component JPEG decodes to equal channels
             small = np.ascontiguousarray(small[..., 0])
         lightness = color.rgb_to_lightness(images.resize_exact(small, self.size))

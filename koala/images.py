@@ -19,7 +19,7 @@ service) is read here, through ImageMagick (the ``wand`` binding), with:
   the memory it needs is free (:data:`MAGICK_MEMORY`), instead of failing half-way because another thread's
   photo took it. An 8-bit greyscale JPEG or PNG needs two pixel caches in ImageMagick 6 (18 bytes a pixel:
   256 MiB is 15 MP); one that could never fit is decoded by Pillow instead, after ImageMagick has read and
-  checked its header.
+  checked its header (a plain JPEG with the damage check described below: :func:`_read_grey_with_pillow`).
 
 Plain PNGs and TIFFs (8-bit RGB, 8- or 16-bit grey, no transparency or palette, common lossless compressions)
 are decoded by Pillow instead (:func:`_read_with_pillow`: 3 to 8 times faster), and so are plain JPEGs (8-bit grey
@@ -30,7 +30,8 @@ height, area and memory, checked on the header), the same EXIF orientation (Imag
 header) and the same pixels. Pillow hides libjpeg's warnings, so a JPEG scan's data is handed to it such that data
 ending early shows as a cut file; anything Pillow has the least trouble with is handed to ImageMagick, which
 decodes it or reports the damage in its words. ``keep_depth`` keeps a 16-bit grey photo's 16 bits (archive masters
-written as TIFF).
+written as TIFF). :func:`read_jpeg_ycbcr` decodes a plain colour JPEG the same way, to its Y'CbCr planes: its luma and
+its colour from one decode.
 
 Every failure is an :class:`ImageError` naming the file and the reason. Writing results (atomically) is
 :mod:`koala.outputs`'s.
@@ -266,16 +267,7 @@ def read_image(
 
     configure_imagemagick()
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
-    label = name if name is not None else (None if isinstance(source, bytes) else str(source))
-    data = source if isinstance(source, bytes) else read_file_bytes(source)
-    if not data:
-        raise ImageError(label, "file is empty")
-    image_format = sniff_format(data[:16])
-    if image_format is None:
-        raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")
-    declared = header_size(data)
-    if declared is not None:
-        _check_size(label, *declared, max_pixels)
+    label, data, image_format = _source_checked(source, name, max_pixels)
     if image_format in ("PNG", "TIFF"):
         decoded = _read_with_pillow(data, label, image_format, max_pixels, keep_grey, keep_depth)
         if decoded is not None:
@@ -303,7 +295,7 @@ def read_image(
             _check_size(label, width, height, max_pixels)
             cost = magick_decode_bytes(data, image_format, width, height, shrink_to)
             if cost > MAGICK_MEMORY.capacity and _is_grey_8bit(data, image_format):
-                return _read_grey_with_pillow(data, label, image_format, keep_grey)
+                return _read_grey_with_pillow(data, label, image_format, max_pixels, shrink_to, keep_grey)
             with MAGICK_MEMORY.reserve(cost, label), Image() as image:
                 if shrink_to and image_format == "JPEG":
                     # ImageMagick scales by min(width / hint width, height / hint height), truncated to a whole
@@ -331,6 +323,91 @@ def read_image(
         raise ImageError(label, "not enough memory to decode this image") from None
     except ValueError as error:
         raise ImageError(label, f"cannot decode ({error})") from None
+
+
+def _source_checked(
+    source: str | os.PathLike | bytes, name: str | None, max_pixels: int
+) -> tuple[str | None, bytes, str]:
+    """(what to call the photo in errors, its bytes, its sniffed format) after the checks every decode starts with:
+    a readable, non-empty file of an accepted format whose header (where it can be read without decoding) declares
+    no more than ``max_pixels`` pixels."""
+    label = name if name is not None else (None if isinstance(source, bytes) else str(source))
+    data = source if isinstance(source, bytes) else read_file_bytes(source)
+    if not data:
+        raise ImageError(label, "file is empty")
+    image_format = sniff_format(data[:16])
+    if image_format is None:
+        raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")
+    declared = header_size(data)
+    if declared is not None:
+        _check_size(label, *declared, max_pixels)
+    return label, data, image_format
+
+
+def read_jpeg_ycbcr(
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    shrink_to: int | None = None,
+) -> np.ndarray | None:
+    """A plain colour JPEG's Y'CbCr planes as libjpeg decodes them, before its conversion to RGB: an upright uint8
+    array of shape (height, width, 3). None for any other photo: then :func:`read_image` decodes it, or reports
+    what is wrong with it.
+
+    For callers that need a colour photo's luma and its colour from one decode. The Y' plane (``[..., 0]``) is
+    exactly what decoding the JPEG's luma alone gives (libjpeg's IDCT of one component does not depend on the
+    others): at every scale, it equals :func:`read_image` (``keep_grey``) of the grey JPEG that ``jpegtran
+    -grayscale`` makes of the file. :func:`jpeg_ycbcr_to_rgb` of the array is exactly :func:`read_image`'s RGB of the
+    file. (Both checked by the tests on 4:2:0 and 4:4:4 files at every scale.)
+
+    The file is taken when :func:`read_image` would decode it with Pillow (:func:`_read_jpeg_with_pillow`): the
+    same sniffing, limits (an ImageError beyond them), damage check, EXIF orientation (ImageMagick's reading of the
+    header) and ``shrink_to`` scale. None for anything else: a grey or non-JPEG photo, a JPEG that is not plain
+    (progressive, restart markers, ...), RGB-coded (no Y'CbCr to give) or damaged, and whatever Pillow has the least
+    trouble with.
+    """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    label, data, image_format = _source_checked(source, name, max_pixels)
+    if image_format != "JPEG":
+        return None
+    configure_imagemagick()  # the orientation is read by ImageMagick
+    return _read_jpeg_with_pillow(data, label, max_pixels, shrink_to, keep_grey=False, ycbcr=True)
+
+
+def _ycbcr_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """libjpeg's tables for its integer Y'CbCr to RGB conversion (jdcolor.c, ``build_ycc_rgb_table``), by Cb or Cr
+    level: red's and blue's offsets, and green's two terms in 16-bit fixed point (rounded once, after their sum)."""
+    centred = np.arange(256, dtype=np.int64) - 128
+
+    def fixed(value: float) -> int:
+        return int(value * 65536 + 0.5)
+
+    half = 1 << 15
+    red_from_cr = (fixed(1.40200) * centred + half) >> 16
+    blue_from_cb = (fixed(1.77200) * centred + half) >> 16
+    green_from_cr = -fixed(0.71414) * centred
+    green_from_cb = -fixed(0.34414) * centred + half
+    return tuple(table.astype(np.int32) for table in (red_from_cr, blue_from_cb, green_from_cb, green_from_cr))
+
+
+_YCBCR_TO_RGB = _ycbcr_tables()
+
+
+def jpeg_ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """uint8 RGB from JPEG's Y'CbCr levels (height, width, 3), with libjpeg's integer arithmetic: for
+    :func:`read_jpeg_ycbcr`'s planes, exactly the RGB that libjpeg decodes (and :func:`read_image` returns).
+
+    Meant for reduced copies (a few hundred pixels a side: a few milliseconds); a full-size RGB photo is
+    :func:`read_image`'s."""
+    red_from_cr, blue_from_cb, green_from_cb, green_from_cr = _YCBCR_TO_RGB
+    luma = ycbcr[..., 0].astype(np.int32)
+    cb, cr = ycbcr[..., 1], ycbcr[..., 2]
+    rgb = np.empty(ycbcr.shape, dtype=np.uint8)
+    rgb[..., 0] = np.clip(luma + red_from_cr[cr], 0, 255)
+    rgb[..., 1] = np.clip(luma + ((green_from_cb[cb] + green_from_cr[cr]) >> 16), 0, 255)
+    rgb[..., 2] = np.clip(luma + blue_from_cb[cb], 0, 255)
+    return rgb
 
 
 def image_size(source: str | os.PathLike | bytes, *, name: str | None = None) -> tuple[int, int]:
@@ -416,8 +493,19 @@ def _is_grey_8bit(data: bytes, image_format: str) -> bool:
     return False
 
 
-def _read_grey_with_pillow(data: bytes, label, image_format: str, keep_grey: bool) -> np.ndarray:
-    """Decode an 8-bit greyscale JPEG or PNG with Pillow (one byte a pixel), upright; damage is an error."""
+def _read_grey_with_pillow(data: bytes, label, image_format: str, max_pixels: int, shrink_to: int | None,
+                           keep_grey: bool) -> np.ndarray:
+    """Decode an 8-bit greyscale JPEG or PNG that ImageMagick's memory could never hold, with Pillow (one byte a
+    pixel), upright; damage is an error, since ImageMagick cannot decode it to report the damage in its words.
+
+    A plain JPEG (:func:`_plain_jpeg`) is decoded as :func:`_read_jpeg_with_pillow` decodes it, with the same damage
+    check (its scan's data given without the end marker: data that ends early is a truncated file); when that
+    fails, the file is damaged (or something else Pillow has trouble with): an :class:`ImageError` giving Pillow's
+    words. Any other JPEG (progressive, restart markers, ...) is decoded by Pillow as it is: a file cut short is
+    refused ("image file is truncated"), but data that ends early at a marker inside the file (a cut file with an
+    end marker appended, damage before a restart marker) decodes with the rest of the picture grey, unreported,
+    since Pillow passes on none of libjpeg's warnings. A PNG's data is checked by zlib and its chunks' CRCs.
+    """
     import io
 
     from PIL import Image as PILImage
@@ -426,14 +514,23 @@ def _read_grey_with_pillow(data: bytes, label, image_format: str, keep_grey: boo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the size was checked above, against the caller's limit
+            if image_format == "JPEG":
+                layout = _plain_jpeg(data)
+                if layout is not None:
+                    pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to)
+                    return pixels if keep_grey else np.repeat(pixels[..., None], 3, axis=-1)
             with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
                 picture.load()
                 upright = ImageOps.exif_transpose(picture)
                 grey = np.asarray(upright.convert("L"))
+    except ImageError:
+        raise
     except MemoryError:
         raise ImageError(label, "not enough memory to decode this image") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(label, f"damaged or truncated {image_format} data ({error})") from None
+    except (OSError, SyntaxError, ValueError, struct.error) as error:  # Pillow's words for data it cannot decode
+        raise ImageError(label, f"damaged or truncated {image_format} data ({error or type(error).__name__})") from None
+    except Exception as error:  # noqa: BLE001 (ImageMagick cannot take it either: Pillow's words are the reason)
+        raise ImageError(label, f"cannot decode ({error or type(error).__name__})") from None
     return grey if keep_grey else np.repeat(grey[..., None], 3, axis=-1)
 
 
@@ -525,7 +622,7 @@ def _within_magick_limits(width: int, height: int, mode: str) -> bool:
 
 
 def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int | None,
-                           keep_grey: bool) -> np.ndarray | None:
+                           keep_grey: bool, ycbcr: bool = False) -> np.ndarray | None:
     """Decode a plain 8-bit grey or colour JPEG with Pillow (libjpeg-turbo, without ImageMagick's pixel cache:
     4 times faster for a grey JPEG, 1.5 times for a colour one at 12 MP; the same at a reduced scale, where the
     entropy decoding is all the work), upright and as ImageMagick decodes it (the same libjpeg-turbo defaults: the
@@ -549,9 +646,10 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
     ``draft``) by 1/2, 1/4 or 1/8, the smallest that leaves both sides at least ``shrink_to`` (or the photo's own
     side): the scale ImageMagick's ``jpeg:size`` hint chooses, except where that is 3/8 and Pillow's 1/2 (a larger
     picture).
-    """
-    import io
 
+    ``ycbcr``: a colour JPEG's Y'CbCr planes, as libjpeg decodes them before converting them to RGB
+    (:func:`read_jpeg_ycbcr`); None for a grey one.
+    """
     from PIL import Image as PILImage
     from PIL import ImageFile
 
@@ -561,44 +659,80 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
         layout = _plain_jpeg(data)
         if layout is None:
             return None
-        width, height, scan_end = layout
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # any warning (a doubtful header): ImageMagick decides
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # the limits are checked here
-            orientation = _magick_orientation(data)
-            stream = io.BytesIO(data[:scan_end] + bytes(_JPEG_PADDING))
-            with PILImage.open(stream, formats=["JPEG"]) as picture:
-                mode = picture.mode
-                if mode not in ("L", "RGB") or picture.size != (width, height):
-                    return None
-                if not _within_magick_limits(width, height, mode):
-                    return None  # ImageMagick refuses it, in its words
-                _check_size(label, width, height, max_pixels)
-                scale = 1
-                if shrink_to:
-                    hint = (min(shrink_to, width), min(shrink_to, height))
-                    scale = max(factor for factor in (1, 2, 4, 8) if factor <= min(width // hint[0], height // hint[1]))
-                    picture.draft(mode, hint)
-                if picture.size != (-(-width // scale), -(-height // scale)):
-                    return None
-                picture.load()
-                pixels = _pillow_array(picture)
+            pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to, ycbcr)
     except ImageError:
         raise
     except Exception:  # noqa: BLE001 (any failure: ImageMagick decodes it or reports what is wrong)
         return None
-    if pixels.dtype != np.uint8 or pixels.shape[:2] != (-(-height // scale), -(-width // scale)):
-        return None
-    pixels = upright(pixels, orientation)
     if pixels.ndim == 2 and not keep_grey:
         return np.repeat(pixels[..., None], 3, axis=-1)
     return pixels
 
 
+class _EndWatcher:
+    """A file's bytes for Pillow, noting whether Pillow ever reached their end: with the end-of-image marker
+    replaced by :data:`_JPEG_PADDING`, libjpeg decodes a whole scan without reaching it, so one that does is cut
+    short (whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` says, which makes Pillow finish such a file silently)."""
+
+    def __init__(self, data: bytes):
+        import io
+
+        self._stream = io.BytesIO(data)
+        self.ran_out = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        if not chunk and size != 0:
+            self.ran_out = True
+        return chunk
+
+    def __getattr__(self, attribute):  # seek, tell, ...
+        return getattr(self._stream, attribute)
+
+
+def _decode_plain_jpeg(data: bytes, layout: tuple[int, int, int], label, max_pixels: int, shrink_to: int | None,
+                       ycbcr: bool = False) -> np.ndarray:
+    """The pixels of a plain JPEG (``layout`` from :func:`_plain_jpeg`) decoded by Pillow, upright: grey levels
+    (height, width), RGB, or with ``ycbcr`` Y'CbCr (height, width, 3). Raises :class:`ImageError` beyond the limits,
+    and anything else (an ``OSError`` for a scan cut short, a ``ValueError`` for a file that is not what its header
+    said or not for this reader) for the caller to turn into a refusal or a hand-over to ImageMagick."""
+    from PIL import Image as PILImage
+
+    width, height, scan_end = layout
+    orientation = _magick_orientation(data)
+    stream = _EndWatcher(data[:scan_end] + bytes(_JPEG_PADDING))
+    with PILImage.open(stream, formats=["JPEG"]) as picture:
+        mode = picture.mode
+        if mode not in (("RGB",) if ycbcr else ("L", "RGB")) or picture.size != (width, height):
+            raise ValueError(f"Pillow opened it as a {mode} picture of {picture.size}")
+        if not _within_magick_limits(width, height, mode):
+            raise ValueError("beyond ImageMagick's limits")  # ImageMagick refuses it, in its words
+        _check_size(label, width, height, max_pixels)
+        scale = 1
+        if shrink_to:
+            hint = (min(shrink_to, width), min(shrink_to, height))
+            scale = max(factor for factor in (1, 2, 4, 8) if factor <= min(width // hint[0], height // hint[1]))
+        if shrink_to or ycbcr:
+            picture.draft("YCbCr" if ycbcr else mode, hint if shrink_to else None)
+        if picture.size != (-(-width // scale), -(-height // scale)) or (ycbcr and picture.mode != "YCbCr"):
+            raise ValueError(f"Pillow's draft gave a {picture.mode} picture of {picture.size}")
+        picture.load()
+        if stream.ran_out:
+            raise OSError("image file is truncated")
+        pixels = _pillow_array(picture)
+    if pixels.dtype != np.uint8 or pixels.shape[:2] != (-(-height // scale), -(-width // scale)):
+        raise ValueError(f"unexpected pixels: {pixels.dtype} {pixels.shape}")
+    return upright(pixels, orientation)
+
+
 def _pillow_array(picture) -> np.ndarray:
-    """A loaded Pillow image's pixels as a NumPy array. An RGB image is copied out in bands of rows: 3 to 4 times
-    faster than ``np.asarray``, which first packs the whole picture into one bytes object (12 MP: 10 ms, not 35)."""
-    if picture.mode != "RGB":
+    """A loaded Pillow image's pixels as a NumPy array. An RGB (or Y'CbCr) image is copied out in bands of rows: 3 to
+    4 times faster than ``np.asarray``, which first packs the whole picture into one bytes object (12 MP: 10 ms, not
+    35)."""
+    if picture.mode not in ("RGB", "YCbCr"):
         return np.asarray(picture)
     width, height = picture.size
     rows = max(1, (1 << 20) // (4 * width))  # about 1 MiB of Pillow's 4-byte pixels at a time

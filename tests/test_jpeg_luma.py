@@ -240,3 +240,77 @@ def test_odd_and_extreme_sizes(colorizer, tmp_path, height, width):
     output = (tmp_path / "out.jpg").read_bytes()
     assert images.read_image(output).shape == (height, width, 3)
     assert np.array_equal(luma(output), luma(source.read_bytes()))
+
+
+def _stored_in_colour(height: int, width: int, seed: int = 4, tone=None) -> np.ndarray:
+    """A black-and-white photo (grey, or toned with ``tone``, e.g. sepia) stored as RGB: a smooth picture enlarged
+    from a small one, with film grain (quick to make at any size)."""
+    small = make_photo(seed, height // 8 + 1, width // 8 + 1).mean(axis=-1).astype(np.uint8)
+    grey = np.asarray(Image.fromarray(small, "L").resize((width, height), Image.Resampling.BILINEAR), np.float32)
+    grey += np.random.default_rng(seed).normal(0, 6, grey.shape)
+    picture = np.clip(grey, 0, 255).astype(np.uint8)[..., None]
+    if tone is None:
+        return np.repeat(picture, 3, axis=-1)
+    from tests.make_bad_inputs import _sepia
+
+    return _sepia(np.repeat(picture, 3, axis=-1))
+
+
+def _jpeg(picture: np.ndarray, orientation: int = 1, **options) -> bytes:
+    buffer = io.BytesIO()
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    Image.fromarray(picture).save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+ONE_DECODE_CASES = {  # the network's input is 256 px: the photo's short side picks libjpeg's scale
+    "grey, 4:2:0, quality 75, decoded at 1/2": lambda: _jpeg(_stored_in_colour(557, 743), quality=75),
+    "grey, 4:4:4, quality 90, at 1/4": lambda: _jpeg(_stored_in_colour(1031, 1283), quality=90, subsampling=0),
+    "grey, 4:2:2, quality 95, at 1/8": lambda: _jpeg(_stored_in_colour(2053, 2072), quality=95, subsampling=1),
+    "grey, 4:2:0, quality 90, at full size": lambda: _jpeg(_stored_in_colour(141, 203), quality=90),
+    "sepia, 4:2:0, quality 90, at 1/2": lambda: _jpeg(_stored_in_colour(600, 531, tone="sepia"), quality=90),
+    "grey, EXIF orientation 6 (the ordinary path)": lambda: _jpeg(_stored_in_colour(557, 743), 6, quality=90),
+    "colour photo (the ordinary path)": lambda: _jpeg(
+        np.asarray(Image.fromarray(make_photo(6, 140, 187)).resize((748, 560))), quality=90),
+}
+
+
+@pytest.mark.parametrize("case", ONE_DECODE_CASES)
+def test_one_decode_gives_the_bytes_of_two(tiny_model_dir, tmp_path, monkeypatch, case):
+    """A plain colour JPEG of a black-and-white photo is decoded once (to Y'CbCr: its colour for the monochrome
+    check, its Y' plane for the network and the chroma); the output is byte for byte what decoding it, then its
+    luma-only copy, gave. An untrained model (its colour follows its input) and edge-aware colour (the chroma
+    follows the reduced grey too)."""
+    colorizer = Colorizer(tiny_model_dir, edge_radius=4)
+    path = tmp_path / "in.jpg"
+    path.write_bytes(ONE_DECODE_CASES[case]())
+    data, reads, real_read = path.read_bytes(), [], images.read_image
+
+    def counted(*args, **kwargs):
+        reads.append(kwargs)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(images, "read_image", counted)
+    once = colorizer._begin_jpeg_keeping_luma(data)
+    decodes_now = len(reads)
+    colorizer.colorize_file(path, tmp_path / "once.jpg")
+    with monkeypatch.context() as patch:  # the two decodes, as before (and still for JPEGs that are not plain)
+        patch.setattr(images, "read_jpeg_ycbcr", lambda *args, **kwargs: None)
+        reads.clear()
+        twice = colorizer._begin_jpeg_keeping_luma(data)
+        decodes_before = len(reads)
+        colorizer.colorize_file(path, tmp_path / "twice.jpg")
+    assert (tmp_path / "once.jpg").read_bytes() == (tmp_path / "twice.jpg").read_bytes()
+    if "ordinary path" in case:
+        assert once is None and twice is None
+        return
+    assert (decodes_now, decodes_before) == (0, 2)  # read_image; now one read_jpeg_ycbcr instead
+    np.testing.assert_array_equal(once.lightness, twice.lightness)
+    planes = colorizer.colour_planes_batch([once.lightness])[0]
+    assert once.finish(*planes) == twice.finish(*planes)
+    output = (tmp_path / "once.jpg").read_bytes()
+    assert np.array_equal(luma(output), luma(data))
+

@@ -1,5 +1,6 @@
 """JPEGs decoded by Pillow (koala.images._read_jpeg_with_pillow): the pixels, orientation, sizes and errors that
-ImageMagick gives for the same files, damage never hidden, and the limits checked before any pixel is decoded."""
+ImageMagick gives for the same files, damage never hidden, and the limits checked before any pixel is decoded. Also
+their Y'CbCr decodes (koala.images.read_jpeg_ycbcr), and grey JPEGs too large for ImageMagick's memory."""
 
 import concurrent.futures
 import io
@@ -238,3 +239,142 @@ def test_threads_decode_at_once():
         results = list(pool.map(images.read_image, jpegs * 4))
     for index, decoded in enumerate(results):
         assert np.array_equal(decoded, expected[index % 4])
+
+
+def _luma_only(data: bytes) -> bytes:
+    """The grey JPEG that ``jpegtran -grayscale`` makes of ``data``: its luma coefficients, the chroma dropped
+    (whatever its EXIF orientation, unlike :func:`koala.jpeg_luma.luma_only`)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("jpegtran") is None:
+        pytest.skip("jpegtran is not installed")
+    return subprocess.run(["jpegtran", "-grayscale", "-copy", "all"], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def _without_jfif(data: bytes) -> bytes:
+    """``data`` less its JFIF segment: with an Adobe segment's transform flag 0, libjpeg then takes the three
+    components as RGB (with a JFIF segment, as Y'CbCr whatever the Adobe segment says)."""
+    assert data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00"
+    return data[:2] + data[4 + int.from_bytes(data[4:6], "big"):]
+
+
+def _encode_png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _with_orientation(array: np.ndarray, orientation: int, **options) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(array, exif=exif.tobytes(), **options)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("quality", [75, 90, 95])
+@pytest.mark.parametrize("subsampling", [2, 0], ids=["4:2:0", "4:4:4"])
+@pytest.mark.parametrize("picture", ["grey photo", "colour photo"])
+def test_ycbcr_decode_gives_the_luma_only_jpeg_s_grey_and_read_image_s_rgb(picture, subsampling, quality,
+                                                                            orientation):
+    """One Y'CbCr decode of a colour JPEG gives, level for level, both what decoding its luma alone gives (libjpeg's
+    IDCT of a component does not depend on the others) and the RGB that read_image gives, at every scale."""
+    array = np.repeat(_grey()[..., None], 3, axis=-1) if picture == "grey photo" else _photo()
+    data = _with_orientation(array, orientation, quality=quality, subsampling=subsampling)
+    luma_only = _luma_only(data)
+    for shrink_to, scale in ((None, 1), (78, 2), (39, 4), (19, 8)):
+        ycbcr = images.read_jpeg_ycbcr(data, shrink_to=shrink_to)
+        stored = (-(-HEIGHT // scale), -(-WIDTH // scale))
+        assert ycbcr.dtype == np.uint8 and ycbcr.shape == ((stored if orientation == 1 else stored[::-1]) + (3,))
+        grey = _pillow(luma_only, keep_grey=True, shrink_to=shrink_to)
+        assert np.array_equal(ycbcr[..., 0], grey), shrink_to
+        assert np.array_equal(images.jpeg_ycbcr_to_rgb(ycbcr), _pillow(data, shrink_to=shrink_to)), shrink_to
+
+
+def test_ycbcr_decode_declines_what_read_image_does_not_give_pillow(monkeypatch):
+    """None for what is not a plain colour JPEG (read_image then decodes it with ImageMagick, or reports the damage);
+    the same errors as read_image for files no reader takes."""
+    from PIL import ImageFile
+
+    photo = _photo()
+    jpeg = _encode(photo, quality=90)
+    declined = {
+        "grey": _encode(_grey(), quality=90),
+        "progressive": _encode(photo, progressive=True),
+        "restart markers": _encode(photo, restart_marker_blocks=4),
+        "RGB-coded": _with_adobe_rgb_flag(_without_jfif(_encode(photo, quality=90, subsampling=0))),
+        "CMYK": _cmyk_jpeg()[0],
+        "PNG": _encode_png(photo),
+        **_damaged(),
+    }
+    for case, data in declined.items():
+        assert images.read_jpeg_ycbcr(data, name="x.jpg") is None, case
+    assert _pillow(declined["RGB-coded"]).shape == (HEIGHT, WIDTH, 3)  # read_image's Pillow reader takes it
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+        assert images.read_jpeg_ycbcr(jpeg) is None
+    with monkeypatch.context() as patch:  # what benchmarks and tests use for "every JPEG through ImageMagick"
+        patch.setattr(images, "_read_jpeg_with_pillow", lambda *args, **kwargs: None)
+        assert images.read_jpeg_ycbcr(jpeg) is None
+    with pytest.raises(images.ImageError, match="x.jpg: image is too large"):
+        images.read_jpeg_ycbcr(jpeg, name="x.jpg", max_pixels=HEIGHT * WIDTH - 1)
+    with pytest.raises(images.ImageError, match="x.jpg: file is empty"):
+        images.read_jpeg_ycbcr(b"", name="x.jpg")
+    with pytest.raises(images.ImageError, match="not a supported image"):
+        images.read_jpeg_ycbcr(b"GIF" * 10, name="x.jpg")
+
+
+def _beyond_imagemagick_s_memory(monkeypatch, capacity: int) -> None:
+    """ImageMagick's memory as a system policy caps it (Debian's: 256 MiB), so large grey decodes go to Pillow."""
+    images.configure_imagemagick()
+    monkeypatch.setattr(images.MAGICK_MEMORY, "capacity", capacity)
+
+
+def test_a_cut_grey_jpeg_too_large_for_imagemagick_is_refused(monkeypatch):
+    """An 8-bit grey JPEG over 15 MP never fits ImageMagick's 256 MiB (two pixel caches): Pillow decodes it alone,
+    and a plain one cut short (with an end marker after the cut, which Pillow alone would decode silently, the rest
+    of the picture grey) is refused, through the Pillow reader's damage check."""
+    from PIL import ImageFile
+
+    _beyond_imagemagick_s_memory(monkeypatch, 256 * 1024**2)
+    height, width = 3500, 4800  # 16.8 MP
+    rows, columns = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(7).integers(0, 24, (height, width))
+    grey = (96 + 60 * np.sin(columns / 310.0) * np.cos(rows / 190.0) + noise).astype(np.uint8)
+    data = _with_orientation(grey, 6, quality=90)
+    assert images.magick_decode_bytes(data, "JPEG", width, height) > images.MAGICK_MEMORY.capacity
+    cut = data[: len(data) * 2 // 3] + b"\xff\xd9"
+    assert images._read_jpeg_with_pillow(cut, "scan.jpg", images.MAX_PIXELS, None, True) is None
+    for load_truncated_images in (False, True):  # Pillow finishes a cut file silently when that is on
+        monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated_images)
+        with pytest.raises(images.ImageError, match=r"^scan\.jpg: damaged or truncated JPEG data \(image file is"):
+            images.read_image(cut, name="scan.jpg", keep_grey=True)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    # the whole file: the same upright pixels whether the Pillow reader takes it first or declines it (as it does
+    # for a header with anything doubtful in it) and ImageMagick's memory sends it to Pillow alone
+    upright = images.read_image(data, keep_grey=True)
+    assert upright.shape == (width, height)
+    with monkeypatch.context() as patch:
+        patch.setattr(images, "_read_jpeg_with_pillow", lambda *args, **kwargs: None)
+        assert np.array_equal(images.read_image(data, keep_grey=True), upright)
+        assert np.array_equal(images.read_image(data)[..., 1], upright)
+
+
+def test_other_grey_jpegs_too_large_for_imagemagick_keep_pillow_s_checks(monkeypatch):
+    """Progressive JPEGs and restart markers (not plain: no padding check) are decoded by Pillow as they are: a file
+    cut short is refused, but one cut and then given an end marker decodes (documented in _read_grey_with_pillow)."""
+    cases = {"progressive": _encode(_grey(), quality=90, progressive=True),
+             "restart markers": _encode(_grey(), quality=90, restart_marker_blocks=2)}
+    expected = {case: _imagemagick(data, keep_grey=True) for case, data in cases.items()}
+    _beyond_imagemagick_s_memory(monkeypatch, 1000)
+    for case, data in cases.items():
+        assert images.magick_decode_bytes(data, "JPEG", WIDTH, HEIGHT) > 1000
+        assert np.abs(images.read_image(data, keep_grey=True).astype(int) - expected[case]).max() <= TOLERANCE, case
+        with pytest.raises(images.ImageError, match=r"^cut\.jpg: damaged or truncated JPEG data"):
+            images.read_image(data[: len(data) * 2 // 3], name="cut.jpg", keep_grey=True)
+        assert images.read_image(data[: len(data) * 2 // 3] + b"\xff\xd9", keep_grey=True).shape == (HEIGHT, WIDTH)
