@@ -233,6 +233,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--scans", type=Path, default=None, help="folder for the generated scans, kept and reused")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: models/default)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="the side the network reads photos at (default: the model's; 0: its training size)")
     arguments = parser.parse_args(argv)
     print(f"machine: {machine()}")
 
@@ -256,7 +258,7 @@ def main(argv=None) -> dict:
             sizes = [path.stat().st_size for path in folder.iterdir()]
             print(f"  {kind:12s} {np.mean(sizes) / 1e6:6.2f} MB a file")
 
-        colorizer = Colorizer(arguments.model) if arguments.model else Colorizer()
+        colorizer = Colorizer(arguments.model, input_size=arguments.input_size)
         print(f"model: {colorizer.model_path} ({colorizer.config.architecture}, embedder "
               f"{colorizer.config.embedder or 'none'}, flip average {colorizer.flip_average}, edge radius "
               f"{colorizer.edge_radius})")
