@@ -40,6 +40,7 @@ Every failure is an :class:`ImageError` naming the file and the reason. Writing 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ctypes
 import math
 import os
@@ -150,6 +151,48 @@ class MagickMemory:
 
 
 MAGICK_MEMORY = MagickMemory()
+
+
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def filtered_warnings(*filters: tuple[str, type]):
+    """``warnings.catch_warnings`` with ``filters`` ((action, category) pairs, the last one first, as
+    ``warnings.simplefilter`` adds them), for code that runs on several threads at once.
+
+    Python's warning filters are one list per process (before Python 3.14), and a thread leaving
+    ``catch_warnings`` puts the list back as it found it on entry: two threads inside such blocks at once can leave
+    one block's filters in place for good. It happened: a folder run's reader threads left every warning an error
+    for the rest of the process, and training and a notebook run after it failed on a NumPy deprecation warning.
+    So every such block in Koala holds one lock (they are all short: a header read, or one Pillow decode), and the
+    ImageMagick reader raises wand's warnings without any filter (:func:`_strict_image_class`).
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        for action, category in filters:
+            warnings.simplefilter(action, category)
+        yield
+
+
+@functools.lru_cache(maxsize=1)
+def _strict_image_class():
+    """wand's ``Image``, raising a ``WandWarning`` (a MagickWand API problem, such as a coder that could not be
+    read) as an exception where wand issues it as a Python warning: the effect of an "error" warnings filter for
+    that class, without changing the process's filters (see :func:`filtered_warnings`)."""
+    from wand.exceptions import WandWarning
+    from wand.image import Image
+
+    class StrictImage(Image):
+        def raise_exception(self, stacklevel=1):
+            error = self.get_exception()
+            if isinstance(error, WandWarning):
+                raise error
+            if isinstance(error, Warning):
+                warnings.warn(error, stacklevel=stacklevel + 1)
+            elif isinstance(error, Exception):
+                raise error
+
+    return StrictImage
 
 
 def configure_imagemagick() -> None:
@@ -263,7 +306,6 @@ def read_image(
         ImageError: naming the file and the reason, for anything that is not a readable photo.
     """
     from wand.exceptions import WandError, WandException, WandWarning
-    from wand.image import Image
 
     configure_imagemagick()
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
@@ -276,41 +318,40 @@ def read_image(
         decoded = _read_jpeg_with_pillow(data, label, max_pixels, shrink_to, keep_grey)
         if decoded is not None:
             return decoded
+    Image = _strict_image_class()  # WandWarnings raised, without touching the process's warning filters
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", WandWarning)
-            try:
-                probe = Image.ping(blob=data, format=_first_frame(image_format))
-            except (WandError, WandException) as error:
-                if "returns false" not in str(error):
-                    raise
-                raise ImageError(
-                    label, f"cannot read the {image_format} header (damaged, or beyond ImageMagick's size limits)"
-                ) from None
-            with probe:
-                width, height, coder = probe.width, probe.height, probe.format
-            _check_coder(label, coder, image_format)
-            if width <= 0 or height <= 0:
-                raise ImageError(label, f"damaged or truncated {image_format} file (no picture size in its header)")
-            _check_size(label, width, height, max_pixels)
-            cost = magick_decode_bytes(data, image_format, width, height, shrink_to)
-            if cost > MAGICK_MEMORY.capacity and _is_grey_8bit(data, image_format):
-                return _read_grey_with_pillow(data, label, image_format, max_pixels, shrink_to, keep_grey)
-            with MAGICK_MEMORY.reserve(cost, label), Image() as image:
-                if shrink_to and image_format == "JPEG":
-                    # ImageMagick scales by min(width / hint width, height / hint height), truncated to a whole
-                    # number: a side shorter than the hint gave 0 (a 10 × 10000 strip was "enlarged" to 20 × 20000
-                    # or refused), so the hint never exceeds the photo's own sides
-                    image.options["jpeg:size"] = f"{min(shrink_to, width)}x{min(shrink_to, height)}"
-                image.read(blob=data, format=_first_frame(image_format))
-                _check_coder(label, image.format, image_format)
-                problem = _decode_problem(image)
-                if problem:
-                    raise ImageError(label, f"damaged or truncated image ({problem})")
-                if len(image.sequence) > 1:  # a format whose frames [0] does not select
-                    with Image(image=image.sequence[0]) as first:
-                        return _to_rgb_array(first, keep_grey, keep_depth)
-                return _to_rgb_array(image, keep_grey, keep_depth)
+        try:
+            probe = Image.ping(blob=data, format=_first_frame(image_format))
+        except (WandError, WandException) as error:
+            if "returns false" not in str(error):
+                raise
+            raise ImageError(
+                label, f"cannot read the {image_format} header (damaged, or beyond ImageMagick's size limits)"
+            ) from None
+        with probe:
+            width, height, coder = probe.width, probe.height, probe.format
+        _check_coder(label, coder, image_format)
+        if width <= 0 or height <= 0:
+            raise ImageError(label, f"damaged or truncated {image_format} file (no picture size in its header)")
+        _check_size(label, width, height, max_pixels)
+        cost = magick_decode_bytes(data, image_format, width, height, shrink_to)
+        if cost > MAGICK_MEMORY.capacity and _is_grey_8bit(data, image_format):
+            return _read_grey_with_pillow(data, label, image_format, max_pixels, shrink_to, keep_grey)
+        with MAGICK_MEMORY.reserve(cost, label), Image() as image:
+            if shrink_to and image_format == "JPEG":
+                # ImageMagick scales by min(width / hint width, height / hint height), truncated to a whole
+                # number: a side shorter than the hint gave 0 (a 10 × 10000 strip was "enlarged" to 20 × 20000
+                # or refused), so the hint never exceeds the photo's own sides
+                image.options["jpeg:size"] = f"{min(shrink_to, width)}x{min(shrink_to, height)}"
+            image.read(blob=data, format=_first_frame(image_format))
+            _check_coder(label, image.format, image_format)
+            problem = _decode_problem(image)
+            if problem:
+                raise ImageError(label, f"damaged or truncated image ({problem})")
+            if len(image.sequence) > 1:  # a format whose frames [0] does not select
+                with Image(image=image.sequence[0]) as first:
+                    return _to_rgb_array(first, keep_grey, keep_depth)
+            return _to_rgb_array(image, keep_grey, keep_depth)
     except ImageError:
         raise
     except WandWarning as warning:
@@ -427,8 +468,7 @@ def image_size(source: str | os.PathLike | bytes, *, name: str | None = None) ->
     if image_format is None:
         raise ImageError(label, "not a supported image (accepted: JPEG, PNG, TIFF, WebP, GIF, BMP)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with filtered_warnings(("ignore", Warning)):
             with Image.ping(blob=data, format=image_format) as probe:
                 width, height, orientation = probe.width, probe.height, probe.orientation
     except WandException as error:
@@ -512,8 +552,7 @@ def _read_grey_with_pillow(data: bytes, label, image_format: str, max_pixels: in
     from PIL import ImageOps
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the size was checked above, against the caller's limit
+        with filtered_warnings(("ignore", Warning)):  # the size was checked above, against the caller's limit
             if image_format == "JPEG":
                 layout = _plain_jpeg(data)
                 if layout is not None:
@@ -558,8 +597,7 @@ def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, ke
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own bomb warning: the limits are checked here
+        with filtered_warnings(("ignore", Warning)):  # Pillow's own bomb warning: the limits are checked here
             with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
                 mode, (width, height) = picture.mode, picture.size
                 if not _pillow_can_read(picture, image_format, data):
@@ -659,9 +697,8 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
         layout = _plain_jpeg(data)
         if layout is None:
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # any warning (a doubtful header): ImageMagick decides
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # the limits are checked here
+        # any warning (a doubtful header): ImageMagick decides; Pillow's bomb warning: the limits are checked here
+        with filtered_warnings(("error", Warning), ("ignore", PILImage.DecompressionBombWarning)):
             pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to, ycbcr)
     except ImageError:
         raise

@@ -128,7 +128,8 @@ def test_a_lost_worker_loses_nothing_and_outputs_match_one_machine(archive, tiny
         with Image.open(output / name) as image:
             image.load()
             original = next(archive.rglob(Path(name).stem + ".*"))
-            assert image.size == Image.open(original).size and image.mode == "RGB"
+            with Image.open(original) as source:
+                assert image.size == source.size and image.mode == "RGB"
 
     again = run_koala("colorize", archive, "--output", output, "--model", tiny_model_dir, "--cluster", "local:2")
     stdout, stderr = again.communicate(timeout=240)

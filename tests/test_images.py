@@ -255,3 +255,25 @@ def test_shrink_hint_never_enlarges_or_refuses_strips(tmp_path):
         path = tmp_path / f"strip-{height}x{width}.jpg"
         Image.fromarray((np.arange(height * width) % 251).astype(np.uint8).reshape(height, width), "L").save(path)
         assert images.read_image(path, keep_grey=True, shrink_to=hint).shape == expected
+
+
+def test_decoding_on_many_threads_leaves_the_warning_filters_as_they_were(tmp_path):
+    """Python's warning filters are one list per process: readers that changed them on several threads at once
+    once left every warning an error for the rest of the process (a folder run, then training failed)."""
+    import concurrent.futures
+    import io
+    import warnings
+
+    from PIL import Image
+
+    photo = make_photo(41, 300, 400)
+    files = []
+    for kind in ("JPEG", "PNG", "TIFF"):
+        buffer = io.BytesIO()
+        Image.fromarray(photo).save(buffer, format=kind)
+        files.append(buffer.getvalue())
+    before = list(warnings.filters)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        shapes = list(pool.map(lambda index: images.read_image(files[index % 3], name=f"{index}").shape, range(240)))
+    assert shapes == [(300, 400, 3)] * 240
+    assert warnings.filters == before

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 
+from koala.images import filtered_warnings
 from koala.service.problems import Problem
 
 
@@ -24,8 +24,7 @@ def check_declared_size(data: bytes, image_format: str, max_pixels: int) -> None
     try:
         PILImage.init()
         factory, _ = PILImage.OPEN[image_format]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with filtered_warnings(("ignore", Warning)):  # (one process-wide list of filters: see there)
             with factory(io.BytesIO(data)) as probe:
                 width, height = probe.size
     except Exception:  # noqa: BLE001 - Pillow could not read the header: ImageMagick decides below
