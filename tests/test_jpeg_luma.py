@@ -314,3 +314,22 @@ def test_one_decode_gives_the_bytes_of_two(tiny_model_dir, tmp_path, monkeypatch
     output = (tmp_path / "once.jpg").read_bytes()
     assert np.array_equal(luma(output), luma(data))
 
+
+
+def test_the_reduced_copy_is_decoded_at_the_scale_that_nearly_covers_the_network(tiny_model_dir, monkeypatch):
+    """A side of 1984 at 1/8 is 248 px: within LUMA_DECODE_SLACK of a 256-px network, so the 1/8 scale is decoded
+    (not 1/4: four times the pixels), and the colour is joined at that size."""
+    from PIL import Image
+
+    from koala import colorize as colorize_module
+
+    grey = np.asarray(Image.fromarray(make_photo(31, 124, 125)).convert("L").resize((2000, 1984)))
+    buffer = io.BytesIO()
+    Image.fromarray(grey, "L").save(buffer, format="JPEG", quality=90)
+    seen = []
+    original = jpeg_luma.chroma_small
+    monkeypatch.setattr(jpeg_luma, "chroma_small", lambda small, *rest: seen.append(small.shape) or
+                        original(small, *rest))
+    colorizer = colorize_module.Colorizer(tiny_model_dir)
+    assert colorizer.colour_jpeg_keeping_luma(buffer.getvalue()) is not None
+    assert seen == [(248, 250)]
