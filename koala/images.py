@@ -598,7 +598,9 @@ def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, ke
         return None
     try:
         with filtered_warnings(("ignore", Warning)):  # Pillow's own bomb warning: the limits are checked here
-            with PILImage.open(io.BytesIO(data), formats=[image_format]) as picture:
+            picture = PILImage.open(io.BytesIO(data), formats=[image_format])
+        with picture:
+            with filtered_warnings(("ignore", Warning)):  # the header only: decoders run on all threads at once
                 mode, (width, height) = picture.mode, picture.size
                 if not _pillow_can_read(picture, image_format, data):
                     return None
@@ -606,8 +608,8 @@ def _read_with_pillow(data: bytes, label, image_format: str, max_pixels: int, ke
                     return None  # ImageMagick refuses it, in its words
                 _check_size(label, width, height, max_pixels)
                 orientation = picture.getexif().get(0x0112, 1) if image_format == "TIFF" else 1
-                picture.load()
-                pixels = _pillow_array(picture)
+            picture.load()
+            pixels = _pillow_array(picture)
     except ImageError:
         raise
     except Exception:  # noqa: BLE001 (any failure: ImageMagick decodes it or reports what is wrong)
