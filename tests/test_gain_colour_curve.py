@@ -1,0 +1,35 @@
+"""scripts/gain_colour_curve.py: candidates grouped into curves by everything but their chroma scale."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gain_colour_curve.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gain_colour_curve", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _results(path, rows):
+    path.write_text(json.dumps({"choose": {name: {"gain": gain, "colorfulness_ratio": colour}
+                                           for name, (gain, colour) in rows.items()}}))
+    return path
+
+
+def test_curves_group_by_model_and_settings_and_sort_by_colour(tmp_path):
+    first = _results(tmp_path / "a.json", {"default S=0.9,R=4,F=1": (0.4, 0.64), "default S=0.8,R=4,F=1": (0.6, 0.57)})
+    second = _results(tmp_path / "b.json", {"default S=0.8,R=4,F=1": (0.6, 0.57),
+                                            "default S=1,R=4,F=1,I=384": (0.2, 0.76), "soup": (0.3, 0.66)})
+    curves = _module().curves([first, second])
+    assert curves == {
+        "default R=4,F=1": [(0.57, 0.6, 0.8), (0.64, 0.4, 0.9)],  # drawn once though scored in both files
+        "default R=4,F=1,I=384": [(0.76, 0.2, 1.0)],
+        "soup": [(0.66, 0.3, 1.0)],
+    }
+    out = tmp_path / "curve.png"
+    assert _module().main([str(first), str(second), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
