@@ -700,8 +700,8 @@ def _read_jpeg_with_pillow(data: bytes, label, max_pixels: int, shrink_to: int |
         if layout is None:
             return None
         # any warning (a doubtful header): ImageMagick decides; Pillow's bomb warning: the limits are checked here
-        with filtered_warnings(("error", Warning), ("ignore", PILImage.DecompressionBombWarning)):
-            pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to, ycbcr)
+        pixels = _decode_plain_jpeg(data, layout, label, max_pixels, shrink_to, ycbcr,
+                                    header_warnings=(("error", Warning), ("ignore", PILImage.DecompressionBombWarning)))
     except ImageError:
         raise
     except Exception:  # noqa: BLE001 (any failure: ImageMagick decodes it or reports what is wrong)
@@ -733,17 +733,22 @@ class _EndWatcher:
 
 
 def _decode_plain_jpeg(data: bytes, layout: tuple[int, int, int], label, max_pixels: int, shrink_to: int | None,
-                       ycbcr: bool = False) -> np.ndarray:
+                       ycbcr: bool = False, header_warnings: tuple = (("ignore", Warning),)) -> np.ndarray:
     """The pixels of a plain JPEG (``layout`` from :func:`_plain_jpeg`) decoded by Pillow, upright: grey levels
     (height, width), RGB, or with ``ycbcr`` Y'CbCr (height, width, 3). Raises :class:`ImageError` beyond the limits,
     and anything else (an ``OSError`` for a scan cut short, a ``ValueError`` for a file that is not what its header
-    said or not for this reader) for the caller to turn into a refusal or a hand-over to ImageMagick."""
+    said or not for this reader) for the caller to turn into a refusal or a hand-over to ImageMagick.
+
+    The header is read with ``header_warnings`` (:func:`filtered_warnings`: under Koala's warnings lock); the scan
+    is decoded outside it, so that several threads decode at once."""
     from PIL import Image as PILImage
 
     width, height, scan_end = layout
-    orientation = _magick_orientation(data)
     stream = _EndWatcher(data[:scan_end] + bytes(_JPEG_PADDING))
-    with PILImage.open(stream, formats=["JPEG"]) as picture:
+    with filtered_warnings(*header_warnings):
+        orientation = _magick_orientation(data)
+        picture = PILImage.open(stream, formats=["JPEG"])
+    with picture:
         mode = picture.mode
         if mode not in (("RGB",) if ycbcr else ("L", "RGB")) or picture.size != (width, height):
             raise ValueError(f"Pillow opened it as a {mode} picture of {picture.size}")
@@ -755,7 +760,8 @@ def _decode_plain_jpeg(data: bytes, layout: tuple[int, int, int], label, max_pix
             hint = (min(shrink_to, width), min(shrink_to, height))
             scale = max(factor for factor in (1, 2, 4, 8) if factor <= min(width // hint[0], height // hint[1]))
         if shrink_to or ycbcr:
-            picture.draft("YCbCr" if ycbcr else mode, hint if shrink_to else None)
+            with filtered_warnings(*header_warnings):
+                picture.draft("YCbCr" if ycbcr else mode, hint if shrink_to else None)
         if picture.size != (-(-width // scale), -(-height // scale)) or (ycbcr and picture.mode != "YCbCr"):
             raise ValueError(f"Pillow's draft gave a {picture.mode} picture of {picture.size}")
         picture.load()
