@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from koala.architectures import ARCHITECTURES
-from koala.config import CHROMA_SCALE_MAX, INPUT_SIZE_MAX, ColorizerConfig
+from koala.config import CHROMA_SCALE_MAX, INPUT_SIZE_MAX, ColorizerConfig, check_input_size
 
 DEFAULTS = ColorizerConfig()
 SERVICE_PACKAGES = ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart")
@@ -64,19 +64,16 @@ fraction = _number_checker(float, "a number from 0 to 1", 0.0, allow_minimum=Tru
 jpeg_quality = _number_checker(int, "a JPEG quality from 1 to 100", 1, allow_minimum=True, maximum=100)
 chroma_scale = _number_checker(float, f"a chroma scale from 0 to {CHROMA_SCALE_MAX:g}", 0.0, allow_minimum=True,
                                maximum=CHROMA_SCALE_MAX)
-_input_size_range = _number_checker(int, f"0 or a multiple of 32 up to {INPUT_SIZE_MAX}", 0, allow_minimum=True,
-                                    maximum=INPUT_SIZE_MAX)
 
 
 def input_size(text: str) -> int:
-    """``--input-size``: 0 (the model's training size) or a multiple of 32 up to :data:`INPUT_SIZE_MAX`."""
-    value = _input_size_range(text)
-    if value % 32:
-        raise argparse.ArgumentTypeError(f"must be 0 or a multiple of 32 up to {INPUT_SIZE_MAX}, got {text}")
-    return value
-
-
-input_size.__name__ = "0 or a multiple of 32"
+    """``--input-size``: 0 (the model's training size) or a multiple of 32 up to :data:`INPUT_SIZE_MAX`
+    (:func:`koala.config.check_input_size`)."""
+    try:
+        return check_input_size(int(text))
+    except ValueError:
+        message = f"must be 0 or a multiple of 32 up to {INPUT_SIZE_MAX}, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _check_input_path(path: str, what: str = "file or folder") -> None:

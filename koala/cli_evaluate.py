@@ -60,7 +60,8 @@ def run(arguments) -> int:
 
     result = evaluate(
         arguments.model, data, split=arguments.split, full_size=arguments.photos is not None,
-        chroma_scale=arguments.chroma_scale, input_size=arguments.input_size, report_dir=arguments.report, limit=arguments.limit,
+        chroma_scale=arguments.chroma_scale, input_size=arguments.input_size, report_dir=arguments.report,
+        limit=arguments.limit,
         figure_limit=arguments.figures, batch_size=arguments.batch_size, embedder_weights=arguments.embedder_weights,
         progress=not arguments.quiet and sys.stderr.isatty(), log=lambda message: print(message, file=sys.stderr),
     )

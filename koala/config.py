@@ -14,6 +14,15 @@ INPUT_SIZE_MAX = 1024
 """``input_size`` runs up to this (a 1024-px copy: 16 times the network's work of a 256-px one)."""
 
 
+def check_input_size(value: int) -> int:
+    """``value`` if it is an ``input_size`` a colouriser can read at (0, the model's own side, or a multiple of 32
+    up to :data:`INPUT_SIZE_MAX`); else ValueError. The command line and :class:`koala.Colorizer` both check it."""
+    if value < 0 or value % 32 or value > INPUT_SIZE_MAX:
+        raise ValueError(f"input_size must be 0 (the model's own) or a multiple of 32 up to {INPUT_SIZE_MAX}, "
+                         f"got {value}")
+    return value
+
+
 @dataclasses.dataclass
 class ColorizerConfig:
     """Everything needed to rebuild, retrain or reuse a colouriser.
