@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import resource
-import statistics
-import time
 from unittest import mock
 
-from _common import machine
+from _common import add_scan_arguments, machine, median_cpu
 
 import numpy as np
 
@@ -35,41 +32,22 @@ def grey_picture_in_colour(height: int, width: int, seed: int = 0) -> np.ndarray
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def children_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def median_cpu(function, repeats: int) -> tuple[float, float]:
-    """Median CPU seconds of ``function()`` after one warm-up call: this process's, and with its children's."""
-    function()
-    own, total = [], []
-    for _ in range(repeats):
-        started, started_children = time.process_time(), children_seconds()
-        function()
-        own.append(time.process_time() - started)
-        total.append(own[-1] + children_seconds() - started_children)
-    return statistics.median(own), statistics.median(total)
-
-
 def main(argv=None) -> dict:
     from PIL import Image
 
     from koala import images, jpeg_luma
-    from koala.colorize import Colorizer
+    from koala.colorize import Colorizer, luma_decode_side
     from koala.data import monochrome_reason
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--width", type=int, default=4000)
-    parser.add_argument("--height", type=int, default=3000)
+    add_scan_arguments(parser)
     arguments = parser.parse_args(argv)
     print(f"machine: {machine()}")
     buffer = io.BytesIO()
     Image.fromarray(grey_picture_in_colour(arguments.height, arguments.width)).save(buffer, "JPEG", quality=90)
     data = buffer.getvalue()
     colorizer = Colorizer()
-    size = colorizer.size
+    size = luma_decode_side(colorizer.size)  # the reduced decodes' side, as the stage decodes them
 
     def before():
         with mock.patch.object(images, "read_jpeg_ycbcr", return_value=None):

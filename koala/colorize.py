@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from koala import color, images, jpeg_luma, outputs
-from koala.config import CHROMA_SCALE_MAX, INPUT_SIZE_MAX
+from koala.config import CHROMA_SCALE_MAX, check_input_size
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
 
@@ -64,6 +64,12 @@ LUMA_DECODE_SLACK = 0.97
 where the colour is joined) is decoded at the smallest JPEG scale (1/8, 1/4, 1/2) whose sides are at least this share
 of the network's side: a 4000 × 3000 scan's 1/8 (375 px) feeds a 384-px network, enlarged by 2.4 %, instead of its
 1/4 (750 px), four times the pixels to decode (colour JPEGs: 73 ms of CPU against 39, benchmarks/README.md)."""
+
+
+def luma_decode_side(size: int) -> int:
+    """The ``shrink_to`` of the luma path's reduced decodes for a network reading ``size`` px
+    (:data:`LUMA_DECODE_SLACK`)."""
+    return max(1, int(size * LUMA_DECODE_SLACK))
 
 
 class Colorizer:
@@ -104,15 +110,11 @@ class Colorizer:
 
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.model, self.config = load_head(self.model_path)
-        self.input_size = self.config.input_size if input_size is None else input_size
-        if self.input_size < 0 or self.input_size % 32 or self.input_size > INPUT_SIZE_MAX:
-            raise ValueError(f"input_size must be 0 (the model's own) or a multiple of 32 up to {INPUT_SIZE_MAX}, "
-                             f"got {self.input_size}")
-        self.size = self.input_size or self.config.image_size
-        if self.size != self.config.image_size:
-            from koala.architectures import at_input_size
+        from koala.architectures import at_input_size
 
-            self.model = at_input_size(self.model, self.config, self.size)
+        self.input_size = check_input_size(self.config.input_size if input_size is None else input_size)
+        self.size = self.input_size or self.config.image_size
+        self.model = at_input_size(self.model, self.config, self.size)  # (the model itself at its own size)
         self.temperature = self.config.temperature if temperature is None else temperature
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
@@ -264,7 +266,7 @@ class Colorizer:
         from koala.data import monochrome_reason
 
         max_pixels = images.MAX_PIXELS if max_pixels is None else max_pixels
-        shrink_to = max(1, int(self.size * LUMA_DECODE_SLACK))
+        shrink_to = luma_decode_side(self.size)
         grey, small = jpeg_luma.parse(data), None
         if grey is None:
             if not jpeg_luma.transcodable(data):
