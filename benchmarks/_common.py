@@ -51,6 +51,32 @@ def median_seconds(function, repeats: int = 7, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def median_cpu(function, repeats: int) -> tuple[float, float]:
+    """Median CPU seconds of ``function()`` over ``repeats`` calls after one warm-up call: this process's (all its
+    threads, ``time.process_time``), and with its child processes' (jpegtran, say), which that does not count."""
+    import resource
+
+    def children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    function()
+    own, total = [], []
+    for _ in range(repeats):
+        started, started_children = time.process_time(), children()
+        function()
+        own.append(time.process_time() - started)
+        total.append(own[-1] + children() - started_children)
+    return statistics.median(own), statistics.median(total)
+
+
+def add_scan_arguments(parser, repeats: int = 5) -> None:
+    """``--repeats`` and the generated scan's ``--width`` and ``--height`` (a 12 MP 4000 × 3000 by default)."""
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--width", type=int, default=4000)
+    parser.add_argument("--height", type=int, default=3000)
+
+
 def detailed_photo(height: int, width: int, seed: int = 0, source: str = "astronaut") -> np.ndarray:
     """A real-looking uint8 RGB photo of any size: a scikit-image photo enlarged, with film-grain noise
     and a little fine texture (so JPEG sizes and decode times are like a real scan's, not a flat image's)."""

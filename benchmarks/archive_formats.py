@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, machine, median_seconds
+from _common import ROOT, machine, median_cpu, median_seconds
 
 import numpy as np
 
@@ -181,13 +181,7 @@ def timing_encoders(seconds: list[float]):
 
 def median_cpu_seconds(function, repeats: int) -> float:
     """Median CPU time of the whole process (all its threads) in ``function()``, after one call."""
-    function()
-    times = []
-    for _ in range(repeats):
-        started = time.process_time()
-        function()
-        times.append(time.process_time() - started)
-    return statistics.median(times)
+    return median_cpu(function, repeats)[0]
 
 
 def stages(colorizer, photo: Path, output_format: str, scratch: Path, repeats: int) -> dict[str, float]:

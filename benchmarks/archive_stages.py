@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
-from _common import detailed_photo, machine, median_seconds
+from _common import add_scan_arguments, detailed_photo, machine, median_seconds
 
 import numpy as np
 
@@ -31,9 +31,7 @@ def main(argv=None) -> dict:
     from koala import color, images, outputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--width", type=int, default=4000)
-    parser.add_argument("--height", type=int, default=3000)
+    add_scan_arguments(parser)
     arguments = parser.parse_args(argv)
     print(f"machine: {machine()}")
     grey = np.asarray(Image.fromarray(detailed_photo(arguments.height, arguments.width)).convert("L"))
