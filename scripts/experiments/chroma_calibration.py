@@ -25,15 +25,9 @@ p.add_argument("--eval")
 p.add_argument("--out")
 p.add_argument("--rules", default="plain:0.85,1.0,1.15;c0:1.0,1.2,1.4")
 a = p.parse_args()
-col = Colorizer()
+col = Colorizer(input_size=0, flip_average=True)  # the network at 256 px, as when this ran
 L_EDGES = np.array([20, 40, 60, 80]); HUES = 12; C_EDGES = np.array([4, 8, 14, 22])
 NB = 5 * HUES * 5
-
-def views(small):
-    l_norm = color.normalize_lightness(small)[..., None]; n = len(l_norm)
-    emb = col.embedder.embed_lightness(small)
-    o = np.asarray(col.model.predict_on_batch([np.concatenate([l_norm, l_norm[:, :, ::-1]]), np.concatenate([emb, emb])]))
-    return 0.5 * (o[:n] + o[n:, :, ::-1])
 
 def bins(small, ab):  # small L (N,256,256) 0..100, ab normalised (N,256,256,2)
     abu = ab * color.AB_SCALE
@@ -56,7 +50,7 @@ def fit(folders):
         truth = np.stack(truth)
         lab = np.stack([color.rgb_to_lab(t) for t in truth])
         small = lab[..., 0]; y = lab[..., 1:] / color.AB_SCALE
-        m = ab_from_output(views(small), col.config, (256, 256), col.temperature, 1.0)
+        m = ab_from_output(col.network_output(small), col.config, (256, 256), col.temperature, 1.0)
         b = bins(small, m).ravel()
         A += np.bincount(b, (m ** 2).sum(-1).ravel(), NB); B += np.bincount(b, (m * y).sum(-1).ravel(), NB)
         N += np.bincount(b, minlength=NB)
@@ -77,7 +71,7 @@ items, _ = evaluate.evaluation_images(a.eval, full_size=True, log=lambda *x: Non
 for batch in evaluate._batches(iter(items), 8):
     truths = [rgb for _, rgb in batch]
     small = np.stack([color.rgb_to_lightness(images.resize_exact(t, col.size)) for t in truths])
-    m = ab_from_output(views(small), col.config, (256, 256), col.temperature, 1.0)
+    m = ab_from_output(col.network_output(small), col.config, (256, 256), col.temperature, 1.0)
     greys = [metrics.image_metrics(metrics.grey_baseline(t), t) for t in truths]
     for name, (kind, S) in rules.items():
         ab = m * S if kind == "plain" else m * S * tables[kind][bins(small, m)][..., None]
