@@ -83,6 +83,8 @@ def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> No
 
     ``model`` is the trained model: the whole head, or, for ``lite0-unet``, its decoder (then ``head``, a
     built head whose frozen encoder holds the pretrained weights, receives the decoder's weights)."""
+    import keras
+
     from koala.architectures import build_colorizer
 
     path = Path(path)
@@ -94,6 +96,13 @@ def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> No
         head.get_layer(DECODER_NAME).set_weights(model.get_weights())
     else:
         head.set_weights(model.get_weights())
+    if any(getattr(layer, "optimizer", None) is not None for layer in head._flatten_layers(include_self=False)):
+        # lite0-unet's head holds the very decoder the run compiles and trains: saved as it is, the file would
+        # carry that optimizer's state too (Adam's two moments: 41 MB where the weights are 16). A clone has the
+        # same layers and weights and no compiled state.
+        lean = keras.models.clone_model(head)
+        lean.set_weights(head.get_weights())
+        head = lean
     _save_model_atomic(head, path)
 
 

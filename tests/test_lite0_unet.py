@@ -1,8 +1,11 @@
 """The pretrained-encoder U-Net: shapes, pretrained weights, save/load, training on cached features."""
 
 import csv
+import io
 import shutil
+import zipfile
 
+import h5py
 import numpy as np
 import pytest
 
@@ -213,6 +216,11 @@ def test_train_two_phases_resume_and_colorize(prepared, tmp_path):
     for epochs in (1, 2, 3):  # three calls: each resumes the run
         result = train(config.replace(epochs=epochs), verbose=0, log=messages.append)
         heads.append(load_head(run_dir)[0])
+        with zipfile.ZipFile(run_dir / "model.keras") as saved:  # the head alone: no optimizer state inside
+            with h5py.File(io.BytesIO(saved.read("model.weights.h5")), "r") as weights_file:
+                names = []
+                weights_file.visit(names.append)
+        assert names and not [name for name in names if "optimizer" in name]
     assert result.epochs_completed == 3 and [row["epoch"] for row in _history(run_dir)] == ["1", "2", "3"]
     assert sum("resuming" in message for message in messages) == 2
     assert any("stages 6-7 now train" in message and "epoch 3" in message for message in messages)
