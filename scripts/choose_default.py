@@ -89,7 +89,9 @@ def score_folder(colorizers: dict, folder: str, *, ssim: bool = False, limit: in
     from koala import metrics
     from koala.evaluate import evaluation_images
 
-    items, _ = evaluation_images(folder, full_size=True, log=lambda message: log(f"{folder}: {message}"))
+    # "~" kept as written in results.json (the table names the folder as the command gave it), expanded to read
+    items, _ = evaluation_images(Path(folder).expanduser(), full_size=True,
+                                 log=lambda message: log(f"{folder}: {message}"))
     if limit:
         items = itertools.islice(items, limit)
     sums = {name: {"gain": [], "psnr": [], "colour": [], "ssim": []} for name in colorizers}

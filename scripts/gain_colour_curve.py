@@ -5,7 +5,9 @@
         models/comparison-input-size/results.json --out models/comparison-input-size/curve.png
 
 Candidates are grouped by their name less the chroma scale (``S=``): each group is one curve, its points the chroma
-scales scored. A candidate scored in several files is drawn once.
+scales scored. A candidate scored in several files is drawn once. ``--against GROUP`` also prints every other
+point's gain less that curve's at the same colourfulness (linear between its points, extended along its end
+segments): how far a way lies above or below the curve it is meant to move.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ def curves(paths: list[Path]) -> dict[str, list[tuple[float, float, float]]]:
     return {group: sorted(points.values()) for group, points in groups.items()}
 
 
+def above(curve: list[tuple[float, float, float]], colour: float) -> float:
+    """The curve's gain at ``colour``: linear between its two nearest points by colourfulness, extended along the
+    first or last segment outside them (a single point: its gain)."""
+    if len(curve) == 1:
+        return curve[0][1]
+    index = 0
+    while index < len(curve) - 2 and colour > curve[index + 1][0]:
+        index += 1
+    (x0, y0, _), (x1, y1, _) = curve[index], curve[index + 1]
+    return y0 + (y1 - y0) * (colour - x0) / (x1 - x0)
+
+
 def main(argv=None) -> int:
     import matplotlib
 
@@ -37,9 +51,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="choose_default.py results.json files")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--against", help="a group (a name less its S=): print every other point against its curve")
     arguments = parser.parse_args(argv)
+    groups = curves(arguments.results)
+    if arguments.against is not None:
+        if arguments.against not in groups:
+            parser.error(f"--against {arguments.against!r}: no such group; the groups: {', '.join(groups)}")
+        reference = groups[arguments.against]
+        for group, points in groups.items():
+            for colour, gain, scale in points if group != arguments.against else []:
+                print(f"{group} S={scale:g}: {gain:+.2f} dB at {colour:.2f}x, "
+                      f"{gain - above(reference, colour):+.2f} dB against {arguments.against}")
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for group, points in curves(arguments.results).items():
+    for group, points in groups.items():
         colour, gain, scales = zip(*points)
         axes.plot(colour, gain, marker="o", label=group)
         for x, y, scale in points:

@@ -33,3 +33,17 @@ def test_curves_group_by_model_and_settings_and_sort_by_colour(tmp_path):
     out = tmp_path / "curve.png"
     assert _module().main([str(first), str(second), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_against_prints_each_point_less_the_reference_curve_at_its_colour(tmp_path, capsys):
+    results = _results(tmp_path / "a.json", {"default S=0.8": (0.6, 0.6), "default S=1": (0.2, 0.8),
+                                             "new S=1": (0.5, 0.7), "new S=1.2": (0.2, 0.9)})
+    module = _module()
+    reference = module.curves([results])["default"]
+    assert abs(module.above(reference, 0.7) - 0.4) < 1e-12  # between the points
+    assert abs(module.above(reference, 0.9) - 0.0) < 1e-12  # past the last: along the last segment
+    assert module.main([str(results), "--out", str(tmp_path / "c.png"), "--against", "default"]) == 0
+    printed = capsys.readouterr().out
+    assert "new S=1: +0.50 dB at 0.70x, +0.10 dB against default" in printed
+    assert "new S=1.2: +0.20 dB at 0.90x, +0.20 dB against default" in printed
+    assert "default S=" not in printed
