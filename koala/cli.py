@@ -396,11 +396,12 @@ def _add_colorize(subparsers) -> None:
                         "(default: the model's, chosen on photos from other collections)")
     parser.add_argument("--edge-radius", type=non_negative_int, default=None,
                         help="0 enlarges the predicted colour smoothly; 1 or more makes its edges follow the "
-                        "photo's (a guided filter of this radius at the model's training size: fewer colour halos) (default: the "
-                        "model's)")
+                        "photo's (a guided filter of this radius at the model's training size: fewer colour "
+                        "halos) (default: the model's)")
     parser.add_argument("--input-size", type=input_size, default=None, metavar="PX",
                         help="the side of the square copy of each photo the network reads: 0 the size it was trained "
-                        "at (384 for the default model), larger finer detail and more work (a multiple of 32; default: the model's)")
+                        "at (384 for the default model), larger finer detail and more work (a multiple of 32; "
+                        "default: the model's)")
     parser.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                         help="threads that read and write photos while the network colours others (default: one "
                         "per CPU core; 0: one photo at a time); not with --cluster")

@@ -96,7 +96,7 @@ def save_head(model, config: ColorizerConfig, path: str | Path, head=None) -> No
         head.get_layer(DECODER_NAME).set_weights(model.get_weights())
     else:
         head.set_weights(model.get_weights())
-    if any(getattr(layer, "optimizer", None) is not None for layer in head._flatten_layers(include_self=False)):
+    if any(getattr(layer, "optimizer", None) is not None for layer in head.layers):
         # lite0-unet's head holds the very decoder the run compiles and trains: saved as it is, the file would
         # carry that optimizer's state too (Adam's two moments: 41 MB where the weights are 16). A clone has the
         # same layers and weights and no compiled state.

@@ -33,21 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     spec = importlib.util.spec_from_file_location("choose_default", ROOT / "scripts" / "choose_default.py")
     choose = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(choose)
-    from koala.train import ab_from_output
-
     base = choose._caching_colorizer_class()
 
     def variant(scale: float, mean_scale: float):
         class MeanKept(base):
-            def predict_ab(self, lightness):
-                lightness = np.asarray(lightness, dtype=np.float32)
-                ab = ab_from_output(self.network_output(lightness), self.config, lightness.shape[1:3],
-                                    self.temperature, 1.0)
+            def predict_ab(self, lightness):  # the prediction at chroma scale 1 (below), boosted around its mean
+                ab = super().predict_ab(lightness)
                 mean = ab.mean(axis=(1, 2), keepdims=True)
                 return mean_scale * mean + scale * (ab - mean)
         return MeanKept
 
-    colorizers = {f"S={scale:g},K={mean_scale:g}": variant(scale, mean_scale)(args.model)
+    colorizers = {f"S={scale:g},K={mean_scale:g}": variant(scale, mean_scale)(args.model, chroma_scale=1.0)
                   for scale, mean_scale in SETTINGS}
     rows = choose.score_folder(colorizers, args.photos, limit=args.limit)
     for name, row in rows.items():
