@@ -196,15 +196,26 @@ def _strict_image_class():
 
 
 def configure_imagemagick() -> None:
-    """Apply :data:`MAGICK_LIMITS` to this process's ImageMagick (idempotent)."""
+    """Import wand and apply :data:`MAGICK_LIMITS` to this process's ImageMagick, once (idempotent).
+
+    Every function here that uses wand calls this before its first wand import. wand's modules import one another
+    (``resource``, ``api``, ``version``, ``image``), and reader threads importing them for the first time at once can
+    meet a half-initialised module: one folder run failed once with "cannot import name 'limits' from
+    'wand.resource'" and did not fail again. Importing them all here, under the lock, before any decode, means no
+    thread imports wand while another is part-way through.
+    """
     global _limits_configured
     if _limits_configured:
         return
-    from wand.resource import limits
-
     with _limits_lock:  # once per process, before any thread decodes (see MAGICK_LIMITS["time"])
         if _limits_configured:
             return
+        import wand.api  # noqa: F401  (the order of wand's own imports)
+        import wand.color  # noqa: F401
+        import wand.exceptions  # noqa: F401
+        import wand.image  # noqa: F401
+        from wand.resource import limits
+
         for name, value in MAGICK_LIMITS.items():
             limits[name] = value
         MAGICK_MEMORY.capacity = int(limits["memory"])  # after the policy's cap
@@ -305,9 +316,9 @@ def read_image(
     Raises:
         ImageError: naming the file and the reason, for anything that is not a readable photo.
     """
+    configure_imagemagick()  # first: it imports wand (see there)
     from wand.exceptions import WandError, WandException, WandWarning
 
-    configure_imagemagick()
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     label, data, image_format = _source_checked(source, name, max_pixels)
     if image_format in ("PNG", "TIFF"):
@@ -458,10 +469,10 @@ def image_size(source: str | os.PathLike | bytes, *, name: str | None = None) ->
     to ImageMagick as bytes with its sniffed format, never by name (a name like ``msl:x.jpg`` or
     ``x.jpg[9999x9999]`` means something to ImageMagick).
     """
+    configure_imagemagick()  # first: it imports wand (see there)
     from wand.exceptions import WandException
     from wand.image import Image
 
-    configure_imagemagick()
     label = name if name is not None else (None if isinstance(source, bytes) else str(source))
     data = source if isinstance(source, bytes) else read_file_bytes(source)
     image_format = sniff_format(data[:16])

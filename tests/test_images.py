@@ -99,6 +99,24 @@ def test_imagemagick_limits_are_set_from_code():
     assert limits["time"] == images.MAGICK_LIMITS["time"]
 
 
+def test_wand_is_imported_once_before_any_thread_uses_it():
+    """configure_imagemagick imports all of wand's modules the readers use, under its lock, so reader threads never
+    import wand for the first time at once (a folder run once failed with "cannot import name 'limits' from
+    'wand.resource'"). In a fresh process: nothing of wand before, every module after."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from koala import images
+        assert not any(name.startswith("wand") for name in sys.modules), sorted(sys.modules)
+        images.configure_imagemagick()
+        missing = [m for m in ("wand.api", "wand.color", "wand.exceptions", "wand.image", "wand.resource")
+                   if m not in sys.modules]
+        assert not missing, missing
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
 def test_the_time_limit_cannot_end_a_long_running_process():
     """ImageMagick 6 counts its time limit from the process's first pixel operation and then *ends the process*
     ("time limit exceeded", exit status 1): with the 120 s we first set, `koala serve` and long batch runs died

@@ -45,9 +45,10 @@ class KoalaService:
     def start(self) -> None:
         """Apply and check ImageMagick's limits, load the model once and warm it up."""
         import numpy as np
+
+        images.configure_imagemagick()  # first: it imports wand
         from wand.resource import limits
 
-        images.configure_imagemagick()
         self.magick_disk_limit = int(limits["disk"])
         if self.magick_disk_limit != 0:
             raise RuntimeError(
