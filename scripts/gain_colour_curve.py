@@ -30,6 +30,17 @@ def curves(paths: list[Path]) -> dict[str, list[tuple[float, float, float]]]:
     return {group: sorted(points.values()) for group, points in groups.items()}
 
 
+def choosing_sets(paths: list[Path]) -> str:
+    """The choosing folders the files were scored on, each by its last two parts (``choose/mit1003``)."""
+    names = []
+    for path in paths:
+        folder = json.loads(path.read_text()).get("choose_folder")
+        name = "/".join(Path(folder).parts[-2:]) if folder else "the choosing set"
+        if name not in names:
+            names.append(name)
+    return " and ".join(names)
+
+
 def above(curve: list[tuple[float, float, float]], colour: float) -> float:
     """The curve's gain at ``colour``: linear between its two nearest points by colourfulness, extended along the
     first or last segment outside them (a single point: its gain)."""
@@ -60,8 +71,10 @@ def main(argv=None) -> int:
         reference = groups[arguments.against]
         for group, points in groups.items():
             for colour, gain, scale in points if group != arguments.against else []:
+                outside = not reference[0][0] <= colour <= reference[-1][0]
                 print(f"{group} S={scale:g}: {gain:+.2f} dB at {colour:.2f}x, "
-                      f"{gain - above(reference, colour):+.2f} dB against {arguments.against}")
+                      f"{gain - above(reference, colour):+.2f} dB against {arguments.against}"
+                      + (" (extrapolated: past the ends of its curve)" if outside else ""))
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for group, points in groups.items():
         colour, gain, scales = zip(*points)
@@ -72,7 +85,7 @@ def main(argv=None) -> int:
     axes.axvline(0.6, color="grey", linewidth=0.8, linestyle="--")
     axes.set_xlabel("colourfulness × the truth's")
     axes.set_ylabel("PSNR gain over grey (dB)")
-    axes.set_title("choose/mit1003 at full size: gain against colour (labels: chroma scale)")
+    axes.set_title(f"{choosing_sets(arguments.results)} at full size: gain against colour (labels: chroma scale)")
     axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(arguments.out, dpi=110)

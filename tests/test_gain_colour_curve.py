@@ -45,5 +45,18 @@ def test_against_prints_each_point_less_the_reference_curve_at_its_colour(tmp_pa
     assert module.main([str(results), "--out", str(tmp_path / "c.png"), "--against", "default"]) == 0
     printed = capsys.readouterr().out
     assert "new S=1: +0.50 dB at 0.70x, +0.10 dB against default" in printed
-    assert "new S=1.2: +0.20 dB at 0.90x, +0.20 dB against default" in printed
+    assert "new S=1: +0.50 dB at 0.70x, +0.10 dB against default\n" in printed  # within the curve: no remark
+    assert "new S=1.2: +0.20 dB at 0.90x, +0.20 dB against default (extrapolated: past the ends of its curve)" in printed
     assert "default S=" not in printed
+
+
+def test_the_title_names_the_folder_the_scores_were_chosen_on(tmp_path):
+    module = _module()
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"choose_folder": "~/.cache/koala-eval/mit-sweep", "choose": {}}))
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps({"choose_folder": "~/.cache/koala-eval/choose/mit1003", "choose": {}}))
+    assert module.choosing_sets([sweep]) == "koala-eval/mit-sweep"
+    assert module.choosing_sets([full, full]) == "choose/mit1003"
+    assert module.choosing_sets([full, sweep]) == "choose/mit1003 and koala-eval/mit-sweep"
+    assert module.choosing_sets([_results(tmp_path / "a.json", {})]) == "the choosing set"
