@@ -210,10 +210,7 @@ def configure_imagemagick() -> None:
     with _limits_lock:  # once per process, before any thread decodes (see MAGICK_LIMITS["time"])
         if _limits_configured:
             return
-        import wand.api  # noqa: F401  (the order of wand's own imports)
-        import wand.color  # noqa: F401
-        import wand.exceptions  # noqa: F401
-        import wand.image  # noqa: F401
+        import wand.image  # noqa: F401  (it imports the others: api, color, exceptions, resource, version)
         from wand.resource import limits
 
         for name, value in MAGICK_LIMITS.items():
